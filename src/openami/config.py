@@ -1,0 +1,97 @@
+"""One typed Settings object for the whole platform.
+
+Values come, highest priority first, from keyword arguments, ``OPENAMI_*`` environment variables, an
+optional TOML file (``OPENAMI_CONFIG`` or ``./openami.toml``) and the embedded defaults below. The
+defaults run on a fresh laptop with nothing installed: SQLite under ``./var/``, the in-process bus and an
+embedded MQTT broker. Every port we listen on is a setting, because the machines we run on often have the
+standard ports (1883, 8000, 4059) taken by other software.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = "openami.toml"
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("OPENAMI_CONFIG", DEFAULT_CONFIG_FILE))
+
+
+class Settings(BaseSettings):
+    """Everything an OpenAMI process needs to know to build itself (see ``openami.app``)."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENAMI_", extra="ignore")
+
+    data_dir: Path = Field(Path("var"), description="Where embedded defaults keep their files.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means a SQLite file in data_dir (openami.sqlite3)."
+    )
+    bus_url: str = Field("memory", description="'memory' (in-process) or 'nats://host:port' (JetStream).")
+    mqtt_url: str = Field(
+        "embedded", description="'embedded' (amqtt in this process) or 'mqtt://host:port' (external)."
+    )
+    mqtt_embedded_host: str = "127.0.0.1"
+    mqtt_embedded_port: int = Field(11883, ge=0, le=65535, description="0 picks a free port.")
+    mqtt_topic_prefix: str = "openami"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8000, ge=0, le=65535)
+    secret_key: SecretStr = Field(
+        SecretStr(""), description="Signs session cookies; generated into data_dir when empty."
+    )
+    token_ttl_hours: int = Field(12, ge=1, le=24 * 90)
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+    ingest_batch_rows: int = Field(5000, ge=1, description="Rows the ingest service groups per write.")
+    ingest_flush_ms: int = Field(200, ge=1, description="Longest a reading waits before it is written.")
+
+    @field_validator("bus_url")
+    @classmethod
+    def _check_bus(cls, value: str) -> str:
+        if value != "memory" and not value.startswith(("nats://", "tls://")):
+            raise ValueError("bus_url must be 'memory' or a nats:// URL")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _check_mqtt(cls, value: str) -> str:
+        if value != "embedded" and not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("mqtt_url must be 'embedded' or an mqtt:// URL")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL to use, with the SQLite default resolved under data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'openami.sqlite3').as_posix()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment and the TOML file, with explicit overrides on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

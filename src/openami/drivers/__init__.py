@@ -1,0 +1,1 @@
+"""OpenAMI drivers package."""

@@ -1,0 +1,1 @@
+"""OpenAMI hes package."""

@@ -1,0 +1,78 @@
+"""Shared test fixtures.
+
+Suites that need a real service (PostgreSQL, NATS JetStream, an external MQTT broker) get its URL from
+``OPENAMI_TEST_*`` variables, defaulting to the services on a developer machine. When the service does not
+answer they skip with the reason, except under ``CI=true``, where a missing service is a failure: CI must
+run every suite.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+SERVICE_DEFAULTS = {
+    "postgres": ("OPENAMI_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+    "nats": ("OPENAMI_TEST_NATS_URL", "nats://127.0.0.1:4222"),
+    "mosquitto": ("OPENAMI_TEST_MQTT_URL", "mqtt://127.0.0.1:1883"),
+}
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url.replace("postgresql+psycopg", "postgresql"))
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def service_url(name: str) -> str:
+    """The URL of a real service for a test, or skip (fail under CI) when it is not there."""
+    env, default = SERVICE_DEFAULTS[name]
+    url = os.environ.get(env, default)
+    if not _reachable(url):
+        message = f"{name} not reachable at {url} (set {env})"
+        if IN_CI:
+            pytest.fail(f"CI must run the {name} suite: {message}")
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    return service_url("postgres")
+
+
+@pytest.fixture
+def nats_url() -> str:
+    return service_url("nats")
+
+
+@pytest.fixture
+def mosquitto_url() -> str:
+    return service_url("mosquitto")
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A free TCP port on loopback (the OS may still hand it to someone else; bind promptly)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def corpora_dir() -> Path:
+    """The shared corpora (``../shared/corpora`` or ``OPENAMI_CORPORA``); skip, or fail in CI, if absent."""
+    path = Path(os.environ.get("OPENAMI_CORPORA", Path(__file__).resolve().parents[1] / ".." / "shared" / "corpora"))
+    if not path.is_dir():
+        if IN_CI:
+            pytest.fail(f"CI must run the corpus tests: {path} not found")
+        pytest.skip(f"corpora not found at {path} (set OPENAMI_CORPORA)")
+    return path
