@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import Engine
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -76,3 +79,54 @@ def corpora_dir() -> Path:
             pytest.fail(f"CI must run the corpus tests: {path} not found")
         pytest.skip(f"corpora not found at {path} (set OPENAMI_CORPORA)")
     return path
+
+
+def _pg_schema_url(base: str, schema: str) -> str:
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file, or a private schema on the real PostgreSQL.
+
+    Every test gets its own schema, so PostgreSQL tests can run in parallel with others on the same
+    server and leave nothing behind.
+    """
+    from sqlalchemy import text
+
+    from openami.store.engine import make_engine
+    from openami.store.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'openami.sqlite3'}"
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
+        return
+    base = service_url("postgres")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = make_engine(base)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    url = _pg_schema_url(base, schema)
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        engine.dispose()
+        yield url
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    from openami.store.engine import make_engine
+
+    eng = make_engine(database_url)
+    yield eng
+    eng.dispose()

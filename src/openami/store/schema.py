@@ -1,0 +1,455 @@
+"""The core schema (ARCHITECTURE.md section 5) as SQLAlchemy Core tables.
+
+Core rather than ORM because the hot paths (bulk ingest, billing runs) are set-based; repositories map
+rows to small dataclasses. Every business table carries ``tenant_id`` and every repository query filters
+on it (see ``openami.store.repositories``). Readings are never updated in place: an edit or a changed
+re-delivery adds a version. On PostgreSQL the two reading tables are range-partitioned by month (the
+partitions are created on demand by ``openami.store.partitions``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+
+from openami.store.types import UTCDateTime, json_type
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: BigInteger ids on PostgreSQL, plain INTEGER on SQLite so they stay rowid aliases (autoincrement).
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+UTILITIES = ("electricity", "water", "gas", "heat")
+MONEY = Numeric(16, 4)
+
+
+def _id() -> Column[int]:
+    return Column("id", Id, primary_key=True, autoincrement=True)
+
+
+def _tenant() -> Column[int]:
+    return Column("tenant_id", Id, ForeignKey("tenant.id", ondelete="RESTRICT"), nullable=False, index=True)
+
+
+def _created() -> Column[object]:
+    return Column("created_at", UTCDateTime(), nullable=False, server_default=func.current_timestamp())
+
+
+tenant = Table(
+    "tenant",
+    metadata,
+    _id(),
+    Column("slug", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("timezone", String(64), nullable=False, server_default="UTC"),
+    Column("currency", String(3), nullable=False, server_default="EUR"),
+    _created(),
+)
+
+app_user = Table(
+    "app_user",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("username", String(120), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("full_name", String(200), nullable=False, server_default=""),
+    Column("email", String(254)),
+    Column("customer_id", Id, ForeignKey("customer.id", ondelete="SET NULL")),
+    Column("is_active", Boolean, nullable=False, server_default="1"),
+    Column("is_platform_admin", Boolean, nullable=False, server_default="0"),
+    Column("last_login_at", UTCDateTime()),
+    _created(),
+    UniqueConstraint("tenant_id", "username", name="uq_app_user_tenant_username"),
+)
+
+api_token = Table(
+    "api_token",
+    metadata,
+    _id(),
+    Column("user_id", Id, ForeignKey("app_user.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # session | api
+    Column("name", String(120), nullable=False, server_default=""),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+    Column("last_used_at", UTCDateTime()),
+    _created(),
+)
+
+customer = Table(
+    "customer",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("number", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False, server_default="residential"),
+    Column("email", String(254)),
+    Column("phone", String(32)),
+    Column("address", Text),
+    _created(),
+    UniqueConstraint("tenant_id", "number", name="uq_customer_tenant_number"),
+)
+
+account = Table(
+    "account",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("customer_id", Id, ForeignKey("customer.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("number", String(64), nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("currency", String(3), nullable=False, server_default="EUR"),
+    Column("balance", MONEY, nullable=False, server_default="0"),
+    Column("billing_address", Text),
+    _created(),
+    UniqueConstraint("tenant_id", "number", name="uq_account_tenant_number"),
+)
+
+service_point = Table(
+    "service_point",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("parent_id", Id, ForeignKey("service_point.id", ondelete="RESTRICT"), index=True),
+    Column("account_id", Id, ForeignKey("account.id", ondelete="SET NULL"), index=True),
+    Column("code", String(64), nullable=False),
+    Column("kind", String(16), nullable=False, server_default="point"),  # building|apartment|premise|point
+    Column("utility", String(16)),
+    Column("address", Text),
+    Column("latitude", Float),
+    Column("longitude", Float),
+    _created(),
+    UniqueConstraint("tenant_id", "code", name="uq_service_point_tenant_code"),
+    CheckConstraint(
+        "utility IS NULL OR utility IN ('electricity','water','gas','heat')", name="utility_known"
+    ),
+)
+
+comm_device = Table(
+    "comm_device",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("parent_id", Id, ForeignKey("comm_device.id", ondelete="RESTRICT"), index=True),
+    Column("ident", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # gateway | concentrator | modem
+    Column("model", String(120), nullable=False, server_default=""),
+    Column("protocol", String(32), nullable=False, server_default="mqtt-json"),
+    Column("address", String(255)),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("key_ref", String(120)),
+    Column("last_seen_at", UTCDateTime()),
+    _created(),
+    UniqueConstraint("tenant_id", "ident", name="uq_comm_device_tenant_ident"),
+)
+
+meter = Table(
+    "meter",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("serial", String(64), nullable=False),
+    Column("manufacturer", String(120), nullable=False, server_default=""),
+    Column("model", String(120), nullable=False, server_default=""),
+    Column("medium", String(16), nullable=False),
+    Column("protocol", String(32), nullable=False),
+    Column("multiplier", Numeric(12, 6), nullable=False, server_default="1"),
+    Column("dials", SmallInteger),
+    Column("firmware", String(64)),
+    Column("status", String(16), nullable=False, server_default="active"),
+    Column("comm_device_id", Id, ForeignKey("comm_device.id", ondelete="SET NULL"), index=True),
+    Column("installed_at", UTCDateTime()),
+    Column("removed_at", UTCDateTime()),
+    _created(),
+    UniqueConstraint("tenant_id", "serial", name="uq_meter_tenant_serial"),
+    CheckConstraint("medium IN ('electricity','water','gas','heat')", name="medium_known"),
+)
+
+meter_installation = Table(
+    "meter_installation",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("meter_id", Id, ForeignKey("meter.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("service_point_id", Id, ForeignKey("service_point.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("installed_at", UTCDateTime(), nullable=False),
+    Column("removed_at", UTCDateTime()),
+)
+
+channel = Table(
+    "channel",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("meter_id", Id, ForeignKey("meter.id", ondelete="RESTRICT"), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # interval | register
+    Column("unit", String(16), nullable=False, server_default=""),
+    Column("interval_s", Integer),
+    Column("direction", String(16), nullable=False, server_default="import"),
+    _created(),
+    UniqueConstraint("meter_id", "code", name="uq_channel_meter_code"),
+    CheckConstraint("kind IN ('interval','register')", name="kind_known"),
+)
+
+
+def _reading_table(name: str) -> Table:
+    """interval_read and register_read share one shape; (channel, ts, version) is the identity."""
+    return Table(
+        name,
+        metadata,
+        Column("channel_id", Id, nullable=False),
+        Column("ts", UTCDateTime(), nullable=False),
+        Column("version", SmallInteger, nullable=False, server_default="1"),
+        Column("value", Float, nullable=False),
+        Column("quality", Integer, nullable=False, server_default="0"),
+        Column("source", String(32), nullable=False, server_default=""),
+        Column("received_at", UTCDateTime(), nullable=False),
+        PrimaryKeyConstraint("channel_id", "ts", "version", name=f"pk_{name}"),
+        postgresql_partition_by="RANGE (ts)",
+    )
+
+
+interval_read = _reading_table("interval_read")
+register_read = _reading_table("register_read")
+READING_TABLES = {"interval": interval_read, "register": register_read}
+
+event = Table(
+    "event",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("meter_id", Id, ForeignKey("meter.id", ondelete="SET NULL"), index=True),
+    Column("comm_device_id", Id, ForeignKey("comm_device.id", ondelete="SET NULL")),
+    Column("ts", UTCDateTime(), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("severity", String(16), nullable=False, server_default="info"),
+    Column("state", String(16), nullable=False, server_default="open"),
+    Column("source", String(32), nullable=False, server_default=""),
+    Column("detail", json_type(), nullable=False, server_default="{}"),
+    Column("dedup_key", String(64), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("tenant_id", "dedup_key", name="uq_event_tenant_dedup"),
+    Index("ix_event_tenant_ts", "tenant_id", "ts"),
+)
+
+job = Table(
+    "job",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("target_type", String(32)),
+    Column("target_id", Id),
+    Column("params", json_type(), nullable=False, server_default="{}"),
+    Column("scheduled_for", UTCDateTime()),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Column("attempts", SmallInteger, nullable=False, server_default="0"),
+    Column("max_attempts", SmallInteger, nullable=False, server_default="3"),
+    Column("outcome", String(32)),
+    Column("error", Text),
+    Column("created_by", Id, ForeignKey("app_user.id", ondelete="SET NULL")),
+    _created(),
+    Index("ix_job_tenant_state", "tenant_id", "state"),
+)
+
+command = Table(
+    "command",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("job_id", Id, ForeignKey("job.id", ondelete="SET NULL"), index=True),
+    Column("meter_id", Id, ForeignKey("meter.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),  # connect | disconnect | time_sync | firmware | config
+    Column("state", String(16), nullable=False, server_default="requested"),
+    Column("params", json_type(), nullable=False, server_default="{}"),
+    Column("result", json_type()),
+    Column("requested_by", Id, ForeignKey("app_user.id", ondelete="SET NULL")),
+    Column("requested_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+)
+
+schedule = Table(
+    "schedule",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("name", String(120), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("cron", String(120), nullable=False),
+    Column("target_filter", json_type(), nullable=False, server_default="{}"),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("next_run_at", UTCDateTime()),
+    _created(),
+    UniqueConstraint("tenant_id", "name", name="uq_schedule_tenant_name"),
+)
+
+tariff = Table(
+    "tariff",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("code", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("utility", String(16), nullable=False),
+    Column("currency", String(3), nullable=False, server_default="EUR"),
+    _created(),
+    UniqueConstraint("tenant_id", "code", name="uq_tariff_tenant_code"),
+)
+
+tariff_version = Table(
+    "tariff_version",
+    metadata,
+    _id(),
+    Column("tariff_id", Id, ForeignKey("tariff.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("valid_from", UTCDateTime(), nullable=False),
+    Column("valid_to", UTCDateTime()),
+    Column("definition", json_type(), nullable=False),
+    Column("source", String(32), nullable=False, server_default="manual"),
+    _created(),
+)
+
+bill = Table(
+    "bill",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("account_id", Id, ForeignKey("account.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("tariff_version_id", Id, ForeignKey("tariff_version.id", ondelete="RESTRICT")),
+    Column("period_start", UTCDateTime(), nullable=False),
+    Column("period_end", UTCDateTime(), nullable=False),
+    Column("status", String(16), nullable=False, server_default="draft"),
+    Column("total", MONEY, nullable=False, server_default="0"),
+    Column("currency", String(3), nullable=False, server_default="EUR"),
+    _created(),
+)
+
+bill_line = Table(
+    "bill_line",
+    metadata,
+    _id(),
+    Column("bill_id", Id, ForeignKey("bill.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("description", String(255), nullable=False),
+    Column("quantity", Numeric(20, 6), nullable=False, server_default="0"),
+    Column("unit", String(16), nullable=False, server_default=""),
+    Column("unit_price", Numeric(20, 8), nullable=False, server_default="0"),
+    Column("amount", MONEY, nullable=False),
+    Column("tax_rate", Numeric(6, 4), nullable=False, server_default="0"),
+)
+
+invoice = Table(
+    "invoice",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("bill_id", Id, ForeignKey("bill.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("number", String(64), nullable=False),
+    Column("issued_at", UTCDateTime(), nullable=False),
+    Column("due_at", UTCDateTime(), nullable=False),
+    Column("total", MONEY, nullable=False),
+    Column("status", String(16), nullable=False, server_default="issued"),
+    Column("document_ref", String(255)),
+    UniqueConstraint("tenant_id", "number", name="uq_invoice_tenant_number"),
+)
+
+payment = Table(
+    "payment",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("account_id", Id, ForeignKey("account.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("amount", MONEY, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("method", String(32), nullable=False),
+    Column("reference", String(128), nullable=False),
+    Column("status", String(16), nullable=False, server_default="settled"),
+    UniqueConstraint("tenant_id", "reference", name="uq_payment_tenant_reference"),
+)
+
+ledger_entry = Table(
+    "ledger_entry",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("account_id", Id, ForeignKey("account.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("ts", UTCDateTime(), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("amount", MONEY, nullable=False),
+    Column("balance_after", MONEY, nullable=False),
+    Column("ref_type", String(32)),
+    Column("ref_id", Id),
+)
+
+dunning_case = Table(
+    "dunning_case",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("account_id", Id, ForeignKey("account.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("stage", String(32), nullable=False, server_default="reminder"),
+    Column("amount_due", MONEY, nullable=False),
+    Column("opened_at", UTCDateTime(), nullable=False),
+    Column("next_action_at", UTCDateTime()),
+    Column("closed_at", UTCDateTime()),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    _id(),
+    Column("tenant_id", Id, ForeignKey("tenant.id", ondelete="RESTRICT"), index=True),
+    Column("ts", UTCDateTime(), nullable=False),
+    Column("actor", String(160), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target_type", String(32)),
+    Column("target_id", String(64)),
+    Column("detail", json_type(), nullable=False, server_default="{}"),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+
+rejected_message = Table(
+    "rejected_message",
+    metadata,
+    _id(),
+    Column("tenant_slug", String(64)),
+    Column("received_at", UTCDateTime(), nullable=False),
+    Column("source", String(32), nullable=False),
+    Column("topic", String(255), nullable=False, server_default=""),
+    Column("reason", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Index("ix_rejected_message_received_at", "received_at"),
+)
