@@ -37,7 +37,7 @@ class Reading(_Frozen):
     meter: str = Field(min_length=1, max_length=64)
     channel: str = Field(min_length=1, max_length=64)
     ts: AwareDatetime
-    value: float
+    value: float = Field(allow_inf_nan=False)
     unit: str = Field("", max_length=16)
     kind: ReadingKind = "interval"
     interval_s: int | None = Field(None, ge=1, le=86400 * 31)

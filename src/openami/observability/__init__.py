@@ -1,1 +1,1 @@
-"""OpenAMI observability package."""
+"""Structured logs and Prometheus metrics, shared by every OpenAMI process."""

@@ -1,0 +1,481 @@
+"""`openami`: the command line (Typer + Rich).
+
+Commands stay thin: parse, call a service, render. Every OpenAMI error is turned into one clear red line
+on stderr and an exit code (2 for bad input or configuration, 1 for a failure while running), never a
+traceback, because operators script these commands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import sys
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from openami import __version__
+from openami.config import Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="OpenAMI: open-source AMI platform.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+users_app = typer.Typer(no_args_is_help=True, help="Users of a tenant.")
+meters_app = typer.Typer(no_args_is_help=True, help="Meters of a tenant.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (JSON output).")
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(meters_app, name="meters")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+DatabaseOption = Annotated[str | None, typer.Option("--database-url", help="Overrides OPENAMI_DATABASE_URL.")]
+TenantOption = Annotated[str, typer.Option("--tenant", "-t", help="Tenant slug.")]
+
+
+class CliError(Exception):
+    """A user-facing failure with its exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _error_code(exc: BaseException) -> int | None:
+    """Exit code for an error we know how to explain, None for a bug (which keeps its traceback)."""
+    from openami.bus.base import BusError
+    from openami.drivers.errors import DriverError
+    from openami.security.errors import SecurityError
+    from openami.store.engine import StoreError
+    from openami.transports.errors import TransportError
+
+    if isinstance(exc, ValidationError | ValueError):
+        return 2
+    if isinstance(exc, StoreError | BusError | TransportError | SecurityError | DriverError | OSError):
+        return 1
+    from sqlalchemy.exc import OperationalError
+
+    if isinstance(exc, OperationalError):
+        return 1
+    return None
+
+
+@contextlib.contextmanager
+def _clean_errors() -> Iterator[None]:
+    try:
+        yield
+    except CliError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(exc.code) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        code = _error_code(exc)
+        if code is None:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {message}")
+        raise typer.Exit(code) from None
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}", 2) from None
+    from openami.observability.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _engine(settings: Settings) -> Any:
+    from openami.store.engine import make_engine
+
+    return make_engine(settings.effective_database_url)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    with _clean_errors():
+        return fn()
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@app.command()
+def version() -> None:
+    """Print the OpenAMI version."""
+    console.print(f"openami {__version__}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseOption = None) -> None:
+    """Migrate the database schema to the newest version."""
+
+    def go() -> None:
+        from openami.store.migrate import current_revision, upgrade
+
+        engine = _engine(_settings(database_url=database_url))
+        upgrade(engine)
+        console.print(f"database at revision {current_revision(engine)}")
+
+    _run(go)
+
+
+@app.command()
+def init(
+    tenant: Annotated[str, typer.Option(help="Slug of the first tenant.")] = "main",
+    name: Annotated[str, typer.Option(help="Display name of the tenant.")] = "My Utility",
+    admin: Annotated[str, typer.Option(help="User name of the first administrator.")] = "admin",
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)] = "",
+    timezone: Annotated[str, typer.Option(help="IANA time zone of the utility.")] = "UTC",
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create the database, the first tenant and its administrator."""
+
+    def go() -> None:
+        from openami.security.service import create_tenant_with_admin
+        from openami.store.migrate import upgrade
+
+        engine = _engine(_settings(database_url=database_url))
+        upgrade(engine)
+        create_tenant_with_admin(engine, tenant, name, timezone, admin, password)
+        console.print(f"tenant [bold]{tenant}[/bold] ready; log in as [bold]{admin}[/bold]")
+
+    _run(go)
+
+
+@app.command()
+def serve(
+    port: Annotated[int | None, typer.Option(help="Web port (OPENAMI_WEB_PORT).")] = None,
+    host: Annotated[str | None, typer.Option(help="Web host (OPENAMI_WEB_HOST).")] = None,
+) -> None:
+    """Run the platform: store, bus, MQTT broker and listener, ingest, and the web API."""
+
+    def go() -> None:
+        from openami.web.server import serve_platform
+
+        settings = _settings(web_port=port, web_host=host)
+        asyncio.run(serve_platform(settings))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go)
+
+
+@app.command()
+def demo(
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one accelerated collection cycle and exit.")
+    ] = False,
+    days: Annotated[float, typer.Option(min=0.05, max=62, help="Days of history to simulate.")] = 7,
+    speedup: Annotated[float, typer.Option(min=1, help="Live mode: simulated seconds per real second.")] = 90,
+    port: Annotated[int | None, typer.Option(help="Web port (OPENAMI_WEB_PORT).")] = None,
+) -> None:
+    """Seed a demo utility, simulate its meters and gateways, and serve it (or --once: one cycle)."""
+    from openami.demo import runner
+
+    def render(summary: runner.DemoSummary) -> None:
+        table = Table(title="OpenAMI demo: one collection cycle")
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        rows = [
+            ("meters / gateways", f"{summary.meters} / {summary.gateways}"),
+            (
+                "simulated span",
+                f"{summary.span_start:%Y-%m-%d %H:%M} .. {summary.span_end:%Y-%m-%d %H:%M} UTC",
+            ),
+            ("MQTT messages", f"{summary.messages:,}"),
+            ("readings stored (new)", f"{summary.readings_inserted:,}"),
+            ("readings revised (new version)", f"{summary.readings_revised:,}"),
+            ("readings already stored", f"{summary.readings_unchanged:,}"),
+            ("readings rejected", f"{summary.readings_rejected:,}"),
+            ("events stored", f"{summary.events:,}"),
+            ("elapsed", f"{summary.seconds:.1f} s ({summary.rows_per_s:,.0f} readings/s)"),
+            ("database", summary.database),
+        ]
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+
+    def go() -> None:
+        settings = _settings(web_port=port)
+        if once:
+            with _progress() as progress:
+                task = progress.add_task("gateways publishing", total=None)
+                summary = asyncio.run(
+                    runner.run_once(
+                        settings, days=days, progress=lambda d, t: progress.update(task, completed=d, total=t)
+                    )
+                )
+            render(summary)
+            return
+
+        def ready(summary: runner.DemoSummary) -> None:
+            render(summary)
+            url = f"http://{settings.web_host}:{settings.web_port}"
+            console.print(f"\n[bold green]OpenAMI demo running[/bold green] at {url}  (API docs: {url}/docs)")
+            console.print(
+                f"log in: tenant [bold]demo[/bold], user [bold]{runner.DEMO_ADMIN}[/bold], "
+                f"password [bold]{runner.DEMO_PASSWORD}[/bold]   (Ctrl-C stops)"
+            )
+
+        console.print(f"starting OpenAMI demo on http://{settings.web_host}:{settings.web_port} ...")
+        asyncio.run(runner.run_forever(settings, days=days, speedup=speedup, on_ready=ready))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go)
+
+
+@users_app.command("create")
+def users_create(
+    tenant: TenantOption,
+    username: str,
+    role: Annotated[
+        str, typer.Option(help="admin, operator, billing, field_technician, analyst, customer, auditor")
+    ],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)] = "",
+    database_url: DatabaseOption = None,
+) -> None:
+    """Create a user in a tenant."""
+
+    def go() -> None:
+        from openami.security.service import ensure_user
+
+        ensure_user(
+            _engine(_settings(database_url=database_url)),
+            tenant,
+            username,
+            password,
+            role=role,
+            must_be_new=True,
+        )
+        console.print(f"user [bold]{username}[/bold] ({role}) created in {tenant}")
+
+    _run(go)
+
+
+@users_app.command("list")
+def users_list(tenant: TenantOption, database_url: DatabaseOption = None) -> None:
+    """List the users of a tenant."""
+
+    def go() -> None:
+        from openami.security.service import list_users
+
+        users = list_users(_engine(_settings(database_url=database_url)), tenant)
+        table = Table("username", "role", "active", "last login")
+        for user in users:
+            table.add_row(
+                user.username,
+                user.role,
+                "yes" if user.is_active else "no",
+                f"{user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else "-",
+            )
+        console.print(table)
+
+    _run(go)
+
+
+@meters_app.command("list")
+def meters_list(
+    tenant: TenantOption,
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 50,
+    database_url: DatabaseOption = None,
+) -> None:
+    """List the meters of a tenant."""
+
+    def go() -> None:
+        from openami.store import repositories as repo
+
+        engine = _engine(_settings(database_url=database_url))
+        tenant_id = repo.tenant_id_for(engine, tenant)
+        table = Table("id", "serial", "medium", "protocol", "model", "status")
+        for m in repo.list_meters(engine, tenant_id, limit=limit):
+            table.add_row(
+                str(m.id), m.serial, m.medium, m.protocol, f"{m.manufacturer} {m.model}".strip(), m.status
+            )
+        console.print(table)
+
+    _run(go)
+
+
+@meters_app.command("show")
+def meters_show(tenant: TenantOption, serial: str, database_url: DatabaseOption = None) -> None:
+    """Show one meter with its channels and their newest reading."""
+
+    def go() -> None:
+        from openami.store import readings
+        from openami.store import repositories as repo
+
+        engine = _engine(_settings(database_url=database_url))
+        tenant_id = repo.tenant_id_for(engine, tenant)
+        meter = repo.get_meter_by_serial(engine, tenant_id, serial)
+        console.print(
+            f"[bold]{meter.serial}[/bold]  {meter.medium}  {meter.manufacturer} {meter.model}  "
+            f"protocol {meter.protocol}  status {meter.status}"
+        )
+        table = Table("channel id", "code", "kind", "unit", "interval", "newest reading")
+        for ch in repo.list_channels(engine, tenant_id, meter.id):
+            newest = readings.latest_reading_ts(engine, ch.kind, ch.id)
+            table.add_row(
+                str(ch.id),
+                ch.code,
+                ch.kind,
+                ch.unit,
+                f"{ch.interval_s or '-'}",
+                newest.isoformat() if newest else "-",
+            )
+        console.print(table)
+
+    _run(go)
+
+
+class ExportFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _parse_time(value: str | None, default: datetime) -> datetime:
+    if value is None:
+        return default
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise CliError(f"not an ISO-8601 time: {value!r}", 2) from None
+    if moment.tzinfo is None:
+        raise CliError(f"time {value!r} needs a UTC offset (e.g. {value}+00:00)", 2)
+    return moment
+
+
+@app.command()
+def readings(
+    tenant: TenantOption,
+    serial: Annotated[str, typer.Argument(help="Meter serial.")],
+    channel: Annotated[str, typer.Argument(help="Channel code, e.g. 1-0:1.29.0.")],
+    start: Annotated[str | None, typer.Option(help="ISO-8601 with offset; default 24 h ago.")] = None,
+    end: Annotated[str | None, typer.Option(help="ISO-8601 with offset; default now.")] = None,
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f")] = ExportFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Print or export one channel's readings (latest version of each)."""
+
+    def go() -> None:
+        from openami.store import readings as store_readings
+        from openami.store import repositories as repo
+
+        engine = _engine(_settings(database_url=database_url))
+        now = datetime.now(UTC)
+        t1 = _parse_time(end, now)
+        t0 = _parse_time(start, t1 - timedelta(days=1))
+        if t0 >= t1:
+            raise CliError("--start must be before --end", 2)
+        tenant_id = repo.tenant_id_for(engine, tenant)
+        meter = repo.get_meter_by_serial(engine, tenant_id, serial)
+        ch = repo.get_channel_by_code(engine, tenant_id, meter.id, channel)
+        rows: list[store_readings.ReadingRow] = []
+        after = None
+        while True:
+            page = store_readings.query_readings(engine, ch.kind, ch.id, t0, t1, limit=1000, after=after)
+            rows.extend(page)
+            if len(page) < 1000:
+                break
+            after = page[-1].ts
+        out = output.open("w", newline="") if output else sys.stdout
+        try:
+            if fmt is ExportFormat.table and not output:
+                table = Table("ts (UTC)", f"value [{ch.unit}]", "quality", "version", "source")
+                for r in rows:
+                    table.add_row(r.ts.isoformat(), f"{r.value:g}", str(r.quality), str(r.version), r.source)
+                console.print(table)
+            elif fmt is ExportFormat.json:
+                json.dump(
+                    [
+                        {
+                            "ts": r.ts.isoformat(),
+                            "value": r.value,
+                            "unit": ch.unit,
+                            "quality": r.quality,
+                            "version": r.version,
+                        }
+                        for r in rows
+                    ],
+                    out,
+                    indent=1,
+                )
+                out.write("\n")
+            else:
+                writer = csv.writer(out)
+                writer.writerow(["ts", "value", "unit", "quality", "version", "source"])
+                writer.writerows(
+                    [r.ts.isoformat(), repr(r.value), ch.unit, r.quality, r.version, r.source] for r in rows
+                )
+        finally:
+            if output:
+                out.close()
+        if output:
+            err.print(f"{len(rows)} readings written to {output}")
+
+    _run(go)
+
+
+@bench_app.command("ingest")
+def bench_ingest(
+    database_url: Annotated[str | None, typer.Option("--database-url", help="Database to write to.")] = None,
+    rows: Annotated[int, typer.Option(min=1, max=100_000_000)] = 1_000_000,
+    channels: Annotated[int, typer.Option(min=1)] = 1000,
+    batch_rows: Annotated[int, typer.Option(min=100)] = 50_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """Write N synthetic interval readings through the real ingest path and report the rate."""
+
+    def go() -> None:
+        from openami.bench.ingest import run_ingest_bench
+
+        url = database_url or _settings().effective_database_url
+        if as_json:
+            result = run_ingest_bench(url, rows, channels=channels, batch_rows=batch_rows)
+            print(json.dumps(result))
+            return
+        with _progress() as progress:
+            task = progress.add_task("ingest", total=rows)
+            result = run_ingest_bench(
+                url,
+                rows,
+                channels=channels,
+                batch_rows=batch_rows,
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        console.print_json(json.dumps(result))
+
+    _run(go)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The demo: a seeded utility, simulated gateways and the platform, in one command."""

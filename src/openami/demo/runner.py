@@ -1,0 +1,172 @@
+"""`openami demo`: the whole path, meter to API, on embedded defaults.
+
+The runner seeds the demo tenant, starts the platform (store, bus, embedded MQTT broker, ingest, MQTT
+listener), lets virtual gateways publish a back-fill of simulated history through the broker, and then
+either exits with a summary (``--once``) or serves the web API while the gateways keep publishing live,
+accelerated data until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from openami.app import Platform
+from openami.config import Settings
+from openami.demo.seed import DEMO_TENANT, DemoLayout, seed_demo
+from openami.simulator.gateway import SimMeter, VirtualGateway
+from openami.transports.mqtt import mqtt_client
+
+log = logging.getLogger(__name__)
+
+DEMO_ADMIN = "admin"
+DEMO_PASSWORD = "openami-demo"  # noqa: S105 - a published demo credential, printed on start
+INTERVAL = timedelta(minutes=15)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    meters: int
+    gateways: int
+    span_start: datetime
+    span_end: datetime
+    messages: int
+    readings_inserted: int
+    readings_revised: int
+    readings_unchanged: int
+    readings_rejected: int
+    events: int
+    seconds: float
+    database: str
+
+    @property
+    def rows_per_s(self) -> float:
+        handled = self.readings_inserted + self.readings_revised + self.readings_unchanged
+        return handled / self.seconds if self.seconds else 0.0
+
+
+def virtual_gateways(layout: DemoLayout) -> list[VirtualGateway]:
+    """One virtual gateway per seeded gateway, each meter seeded by its serial (stable across runs)."""
+    by_gateway: dict[str, list[SimMeter]] = {}
+    for index, meter in enumerate(layout.meters):
+        by_gateway.setdefault(meter.gateway, []).append(SimMeter(meter.serial, meter.medium, seed=index + 1))
+    return [VirtualGateway(gw, DEMO_TENANT, meters) for gw, meters in sorted(by_gateway.items())]
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    return epoch + ((moment - epoch) // step) * step
+
+
+async def backfill(
+    platform: Platform, layout: DemoLayout, *, days: float, progress: Progress | None = None
+) -> DemoSummary:
+    """Publish ``days`` of history from every gateway through MQTT and wait until all of it is stored."""
+    gateways = virtual_gateways(layout)
+    end = _floor(datetime.now(UTC), INTERVAL)
+    start = end - timedelta(days=days)
+    before = platform.ingest.totals.messages
+    assert platform.listener is not None
+    received_before = platform.listener.stats.received
+    started = time.perf_counter()
+    sent = 0
+    async with mqtt_client(platform.mqtt_url, client_id="openami-demo-sim") as client:
+        for done, gateway in enumerate(gateways, start=1):
+            sent += await gateway.publish_span(client, platform.settings.mqtt_topic_prefix, start, end)
+            if progress:
+                progress(done, len(gateways))
+    await _wait_received(platform, received_before + sent, timeout_s=300)
+    await platform.settle(timeout_s=300)
+    totals = platform.ingest.totals
+    log.info("demo back-fill stored", extra={"messages": totals.messages - before})
+    return DemoSummary(
+        meters=len(layout.meters),
+        gateways=len(gateways),
+        span_start=start,
+        span_end=end,
+        messages=sent,
+        readings_inserted=totals.inserted,
+        readings_revised=totals.revised,
+        readings_unchanged=totals.unchanged,
+        readings_rejected=totals.rejected,
+        events=totals.events,
+        seconds=time.perf_counter() - started,
+        database=platform.engine.url.render_as_string(hide_password=True),
+    )
+
+
+async def _wait_received(platform: Platform, expected: int, *, timeout_s: float) -> None:
+    """QoS 1 publishes are acknowledged by the broker; wait until the listener has them all too."""
+    assert platform.listener is not None
+    deadline = time.monotonic() + timeout_s
+    while platform.listener.stats.received < expected:
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"listener got {platform.listener.stats.received} of {expected} messages in {timeout_s} s"
+            )
+        await asyncio.sleep(0.05)
+
+
+async def live(platform: Platform, layout: DemoLayout, *, speedup: float) -> None:
+    """Keep publishing the newest interval of every meter, ``speedup`` times faster than real time."""
+    gateways = virtual_gateways(layout)
+    cursor = _floor(datetime.now(UTC), INTERVAL)
+    async with mqtt_client(platform.mqtt_url, client_id="openami-demo-live") as client:
+        while True:
+            await asyncio.sleep(INTERVAL.total_seconds() / speedup)
+            nxt = cursor + INTERVAL
+            for gateway in gateways:
+                await gateway.publish_span(client, platform.settings.mqtt_topic_prefix, cursor, nxt)
+            cursor = nxt
+
+
+def prepare(platform: Platform) -> DemoLayout:
+    """Seed the tenant and its admin user (idempotent); blocking, run in a thread."""
+    from openami.security.service import ensure_user
+
+    layout = seed_demo(platform.engine)
+    ensure_user(platform.engine, DEMO_TENANT, DEMO_ADMIN, DEMO_PASSWORD, role="admin")
+    return layout
+
+
+async def run_once(settings: Settings, *, days: float = 7, progress: Progress | None = None) -> DemoSummary:
+    platform = Platform.build(settings)
+    await platform.start()
+    try:
+        layout = await asyncio.to_thread(prepare, platform)
+        return await backfill(platform, layout, days=days, progress=progress)
+    finally:
+        await platform.stop()
+
+
+async def run_forever(
+    settings: Settings, *, days: float, speedup: float, on_ready: Callable[[DemoSummary], None]
+) -> None:
+    """Serve the API and keep the simulator publishing until cancelled (Ctrl-C)."""
+    from openami.transports.ports import probe_port
+    from openami.web.server import web_server
+
+    probe_port(settings.web_host, settings.web_port, "OPENAMI_WEB_PORT")
+    platform = Platform.build(settings)
+    await platform.start()
+    live_task: asyncio.Task[None] | None = None
+    try:
+        layout = await asyncio.to_thread(prepare, platform)
+        serving = asyncio.create_task(web_server(platform).serve(), name="web")
+        summary = await backfill(platform, layout, days=days)
+        on_ready(summary)
+        live_task = asyncio.create_task(live(platform, layout, speedup=speedup), name="demo-live")
+        await serving
+    finally:
+        if live_task is not None:
+            live_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await live_task
+        await platform.stop()

@@ -1,0 +1,201 @@
+"""The demo tenant: a small multi-utility with houses and condominium buildings.
+
+Layout (deterministic, so the demo and its tests know what to expect):
+
+* ``BUILDINGS`` condominium buildings, each with ``APARTMENTS_PER_BUILDING`` apartments; an apartment has
+  electricity, water and heat service points (heat is what a building shares, hence cost sharing later);
+  each building has one gateway on its roof.
+* ``HOUSES`` detached houses with electricity, water and gas, behind street gateways of at most
+  ``METERS_PER_STREET_GATEWAY`` meters.
+* One customer and one account per household.
+
+It is written with set-based Core inserts because it creates a few thousand rows and must start the
+demo in seconds; it is idempotent (a second run finds the tenant and does nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, insert, select
+
+from openami.store import schema
+
+DEMO_TENANT = "demo"
+BUILDINGS = 3
+APARTMENTS_PER_BUILDING = 10
+HOUSES = 70
+METERS_PER_STREET_GATEWAY = 60
+
+APARTMENT_UTILITIES = ("electricity", "water", "heat")
+HOUSE_UTILITIES = ("electricity", "water", "gas")
+SERIAL_PREFIX = {"electricity": "E", "water": "W", "gas": "G", "heat": "H"}
+METER_MODELS = {
+    "electricity": ("Iskraemeco", "AM550"),
+    "water": ("Diehl", "HYDRUS 2.0"),
+    "gas": ("Itron", "Intelis"),
+    "heat": ("Kamstrup", "MULTICAL 603"),
+}
+
+
+@dataclass(frozen=True)
+class DemoMeter:
+    serial: str
+    medium: str
+    gateway: str
+
+
+@dataclass(frozen=True)
+class DemoLayout:
+    tenant_id: int
+    meters: list[DemoMeter]
+
+    @property
+    def gateways(self) -> list[str]:
+        return sorted({m.gateway for m in self.meters})
+
+
+def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert rows and return their ids in order (RETURNING works on SQLite >= 3.35 and PostgreSQL)."""
+    if not rows:
+        return []
+    result = conn.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows)
+    return [row.id for row in result]
+
+
+def _households() -> Iterable[tuple[str, str, str | None, tuple[str, ...]]]:
+    """(household code, address, building code or None, utilities) for every household."""
+    for b in range(1, BUILDINGS + 1):
+        for a in range(1, APARTMENTS_PER_BUILDING + 1):
+            yield f"B{b:02d}-A{a:02d}", f"Linden Court {b}, apt {a}", f"B{b:02d}", APARTMENT_UTILITIES
+    for h in range(1, HOUSES + 1):
+        yield f"H{h:03d}", f"{h} Meadow Lane", None, HOUSE_UTILITIES
+
+
+def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
+    """Create the demo tenant if missing and return its meters and gateways."""
+    now = now or datetime.now(UTC)
+    with engine.begin() as conn:
+        tenant_id = conn.execute(
+            select(schema.tenant.c.id).where(schema.tenant.c.slug == DEMO_TENANT)
+        ).scalar()
+        if tenant_id is None:
+            tenant_id = _create(conn, now)
+        return _layout(conn, tenant_id)
+
+
+def _create(conn: Connection, now: datetime) -> int:
+    (tenant_id,) = _insert(
+        conn,
+        schema.tenant,
+        [{"slug": DEMO_TENANT, "name": "Demo Utility", "timezone": "Europe/Berlin", "currency": "EUR"}],
+    )
+    t = {"tenant_id": tenant_id}
+    households = list(_households())
+    buildings = sorted({b for _, _, b, _ in households if b})
+    building_ids = dict(
+        zip(
+            buildings,
+            _insert(
+                conn,
+                schema.service_point,
+                [{**t, "code": b, "kind": "building", "address": f"Linden Court {b[1:]}"} for b in buildings],
+            ),
+            strict=True,
+        )
+    )
+    gateway_of: dict[str, str] = {}
+    street_counts: list[int] = []
+    for code, _, building, utilities in households:
+        if building:
+            gateway_of[code] = f"GW-{building}"
+            continue
+        if not street_counts or street_counts[-1] + len(utilities) > METERS_PER_STREET_GATEWAY:
+            street_counts.append(0)
+        street_counts[-1] += len(utilities)
+        gateway_of[code] = f"GW-S{len(street_counts):02d}"
+    gateway_names = sorted(set(gateway_of.values()))
+    gateway_ids = dict(
+        zip(
+            gateway_names,
+            _insert(
+                conn,
+                schema.comm_device,
+                [
+                    {**t, "ident": g, "kind": "gateway", "model": "OpenAMI edge", "protocol": "mqtt-json"}
+                    for g in gateway_names
+                ],
+            ),
+            strict=True,
+        )
+    )
+    customer_ids = _insert(
+        conn,
+        schema.customer,
+        [
+            {**t, "number": f"C-{code}", "name": f"Household {code}", "email": f"{code.lower()}@example.org"}
+            for code, _, _, _ in households
+        ],
+    )
+    account_ids = _insert(
+        conn,
+        schema.account,
+        [
+            {**t, "customer_id": cid, "number": f"A-{code}", "billing_address": address}
+            for cid, (code, address, _, _) in zip(customer_ids, households, strict=True)
+        ],
+    )
+    points: list[dict[str, Any]] = []
+    meters: list[dict[str, Any]] = []
+    counters = dict.fromkeys(SERIAL_PREFIX, 0)
+    for account_id, (code, address, building, utilities) in zip(account_ids, households, strict=True):
+        for utility in utilities:
+            counters[utility] += 1
+            points.append(
+                {
+                    **t,
+                    "code": f"{code}-{utility[:4].upper()}",
+                    "kind": "apartment" if building else "premise",
+                    "utility": utility,
+                    "address": address,
+                    "account_id": account_id,
+                    "parent_id": building_ids.get(building) if building else None,
+                }
+            )
+            maker, model = METER_MODELS[utility]
+            meters.append(
+                {
+                    **t,
+                    "serial": f"{SERIAL_PREFIX[utility]}-{counters[utility]:06d}",
+                    "medium": utility,
+                    "protocol": "mqtt-json",
+                    "manufacturer": maker,
+                    "model": model,
+                    "comm_device_id": gateway_ids[gateway_of[code]],
+                    "installed_at": now,
+                    "status": "active",
+                }
+            )
+    point_ids = _insert(conn, schema.service_point, points)
+    meter_ids = _insert(conn, schema.meter, meters)
+    conn.execute(
+        insert(schema.meter_installation),
+        [
+            {**t, "meter_id": m, "service_point_id": p, "installed_at": now}
+            for m, p in zip(meter_ids, point_ids, strict=True)
+        ],
+    )
+    return int(tenant_id)
+
+
+def _layout(conn: Connection, tenant_id: int) -> DemoLayout:
+    rows = conn.execute(
+        select(schema.meter.c.serial, schema.meter.c.medium, schema.comm_device.c.ident)
+        .join(schema.comm_device, schema.meter.c.comm_device_id == schema.comm_device.c.id)
+        .where(schema.meter.c.tenant_id == tenant_id)
+        .order_by(schema.meter.c.serial)
+    )
+    return DemoLayout(tenant_id, [DemoMeter(r.serial, r.medium, r.ident) for r in rows])

@@ -1,0 +1,177 @@
+"""Turning driver names (tenant slug, meter serial, channel code) into store ids, fast.
+
+Drivers do not know database ids. The directory resolves a whole :class:`ReadingBatch` with a handful
+of set-based queries and caches what it learnt: tenant and channel ids never change once assigned, so
+they are cached for the life of the process. Unknown meters are cached only briefly (``UNKNOWN_TTL_S``)
+so a meter commissioned while data is flowing is picked up within a minute.
+
+A channel is created on first sight for a known meter, with the code, kind, unit and interval the driver
+reported. A reading whose kind contradicts its existing channel (register data on an interval channel)
+is refused as unknown rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from openami.bus.messages import MeterEvent, Reading, ReadingBatch
+from openami.store import lookups
+from openami.store.lookups import ChannelInfo, ChannelKey
+from openami.store.readings import NewReading
+
+UNKNOWN_TTL_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    tenant_id: int
+    meter_id: int
+    source: str
+    event: MeterEvent
+
+    def as_row(self, received_at: datetime) -> dict[str, Any]:
+        key = f"{self.meter_id}|{self.event.ts.isoformat()}|{self.event.code}"
+        return {
+            "tenant_id": self.tenant_id,
+            "meter_id": self.meter_id,
+            "ts": self.event.ts,
+            "code": self.event.code,
+            "severity": self.event.severity,
+            "source": self.source,
+            "detail": dict(self.event.detail),
+            "dedup_key": hashlib.sha256(key.encode()).hexdigest(),
+            "received_at": received_at,
+        }
+
+
+@dataclass
+class Resolved:
+    rows: dict[str, list[NewReading]] = field(default_factory=lambda: {"interval": [], "register": []})
+    events: list[EventRow] = field(default_factory=list)
+    unknown: list[Reading] = field(default_factory=list)
+
+
+class Directory:
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._tenants: dict[str, int] = {}
+        self._meters: dict[tuple[int, str], int] = {}
+        self._unknown_meters: dict[tuple[int, str], float] = {}
+        self._channels: dict[ChannelKey, ChannelInfo] = {}
+
+    def resolve(self, batch: ReadingBatch) -> Resolved:
+        """Map a batch to rows with channel ids; readings that cannot be placed go to ``unknown``."""
+        resolved = Resolved()
+        with self._engine.begin() as conn:
+            tenant_id = self._tenant_id(conn, batch.tenant)
+            if tenant_id is None:
+                resolved.unknown.extend(batch.readings)
+                return resolved
+            serials = {r.meter for r in batch.readings} | {e.meter for e in batch.events}
+            meters = self._meter_ids(conn, tenant_id, serials)
+            channels = self._channel_ids(conn, tenant_id, meters, batch.readings)
+        source = batch.source
+        for reading in batch.readings:
+            meter_id = meters.get(reading.meter)
+            info = channels.get(ChannelKey(meter_id, reading.channel)) if meter_id else None
+            if info is None or info.kind != reading.kind:
+                resolved.unknown.append(reading)
+                continue
+            resolved.rows[info.kind].append(
+                NewReading(info.id, reading.ts, reading.value, reading.quality, source)
+            )
+        for event in batch.events:
+            meter_id = meters.get(event.meter)
+            if meter_id is not None:
+                resolved.events.append(EventRow(tenant_id, meter_id, source, event))
+        return resolved
+
+    def _tenant_id(self, conn: Any, slug: str) -> int | None:
+        if slug not in self._tenants:
+            found = lookups.tenant_ids(conn, [slug])
+            if slug not in found:
+                return None
+            with self._lock:
+                self._tenants[slug] = found[slug]
+        return self._tenants[slug]
+
+    def _meter_ids(self, conn: Any, tenant_id: int, serials: set[str]) -> dict[str, int]:
+        now = time.monotonic()
+        result: dict[str, int] = {}
+        missing: set[str] = set()
+        for serial in serials:
+            key = (tenant_id, serial)
+            if key in self._meters:
+                result[serial] = self._meters[key]
+            elif self._unknown_meters.get(key, 0.0) < now:
+                missing.add(serial)
+        if missing:
+            found = lookups.meter_ids(conn, tenant_id, missing)
+            with self._lock:
+                for serial in missing:
+                    if serial in found:
+                        self._meters[(tenant_id, serial)] = result[serial] = found[serial]
+                    else:
+                        self._unknown_meters[(tenant_id, serial)] = now + UNKNOWN_TTL_S
+        return result
+
+    def _channel_ids(
+        self, conn: Any, tenant_id: int, meters: dict[str, int], readings: list[Reading]
+    ) -> dict[ChannelKey, ChannelInfo]:
+        firsts: dict[ChannelKey, Reading] = {}
+        for reading in readings:
+            meter_id = meters.get(reading.meter)
+            if meter_id is not None:
+                firsts.setdefault(ChannelKey(meter_id, reading.channel), reading)
+        result = {key: self._channels[key] for key in firsts if key in self._channels}
+        missing = [key for key in firsts if key not in result]
+        if missing:
+            found = lookups.channels(conn, missing)
+            new = [key for key in missing if key not in found]
+            if new:
+                lookups.create_channels(
+                    conn,
+                    [
+                        {
+                            "tenant_id": tenant_id,
+                            "meter_id": key.meter_id,
+                            "code": key.code,
+                            "kind": firsts[key].kind,
+                            "unit": firsts[key].unit,
+                            "interval_s": firsts[key].interval_s,
+                        }
+                        for key in new
+                    ],
+                )
+                found.update(lookups.channels(conn, new))
+            with self._lock:
+                self._channels.update(found)
+            result.update(found)
+        return result
+
+    def record_events(self, events: list[EventRow], *, received_at: datetime) -> int:
+        with self._engine.begin() as conn:
+            return lookups.insert_events(conn, [e.as_row(received_at) for e in events])
+
+    def keep_rejected(
+        self, tenant_slug: str | None, source: str, reason: str, payload: bytes, topic: str = ""
+    ) -> None:
+        """Keep what could not be stored, with the reason, for an operator to fix and replay."""
+        with self._engine.begin() as conn:
+            lookups.insert_rejected(
+                conn,
+                tenant_slug=tenant_slug,
+                source=source,
+                reason=reason,
+                payload=payload,
+                topic=topic,
+                received_at=datetime.now(UTC),
+            )

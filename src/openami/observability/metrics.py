@@ -1,0 +1,50 @@
+"""Prometheus metrics of one OpenAMI process, in a registry of its own.
+
+A registry per Platform (not the global default) keeps tests and several platforms in one process from
+sharing counters. Gauges that mirror state owned elsewhere (bus queue depths, ingest buffer) are read at
+scrape time through callbacks instead of being pushed, so they are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.readings = Counter(
+            "openami_readings_ingested",
+            "Readings handled by the ingest service, by outcome (inserted, revised, unchanged, rejected).",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "openami_events_ingested", "Meter events stored (duplicates excluded).", registry=self.registry
+        )
+        self.jobs = Counter(
+            "openami_jobs", "Finished jobs by kind and outcome.", ["kind", "outcome"], registry=self.registry
+        )
+        self.mqtt_messages = Counter(
+            "openami_mqtt_messages", "Gateway uplinks by outcome.", ["outcome"], registry=self.registry
+        )
+        self.write_seconds = Histogram(
+            "openami_ingest_write_seconds",
+            "Time to write one ingest flush to the store.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self._queue_depth = Gauge(
+            "openami_queue_depth", "Messages waiting per queue.", ["queue"], registry=self.registry
+        )
+
+    def track_queue(self, queue: str, depth: Callable[[], float]) -> None:
+        """Report ``depth()`` as the queue's depth at every scrape."""
+        self._queue_depth.labels(queue=queue).set_function(depth)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text exposition format and its content type, for GET /metrics."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

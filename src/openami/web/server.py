@@ -1,0 +1,64 @@
+"""Serving the platform over HTTP: the API (and, in later releases, the console and portal).
+
+``build_web_app`` adapts a running :class:`~openami.app.Platform` to the API's context;
+``serve_platform`` is `openami serve`: the platform plus uvicorn in one event loop, shut down in order
+on SIGINT/SIGTERM so everything accepted is written before exit.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+
+from openami.api.app import create_api
+from openami.api.deps import ApiContext
+from openami.app import Platform, resolve_secret_key
+from openami.config import Settings
+from openami.security.service import AuthService
+from openami.transports.ports import probe_port
+
+log = logging.getLogger(__name__)
+
+
+def build_web_app(platform: Platform) -> FastAPI:
+    context = ApiContext(
+        engine=platform.engine,
+        settings=platform.settings,
+        auth=AuthService(
+            platform.engine,
+            token_ttl_hours=platform.settings.token_ttl_hours,
+            secret_key=resolve_secret_key(platform.settings),
+        ),
+        metrics_text=platform.metrics.exposition,
+        health=platform.health,
+    )
+    return create_api(context)
+
+
+def web_server(platform: Platform) -> uvicorn.Server:
+    """A uvicorn server for the platform's API on the configured host and port (checked to be free)."""
+    settings = platform.settings
+    probe_port(settings.web_host, settings.web_port, "OPENAMI_WEB_PORT")
+    config = uvicorn.Config(
+        build_web_app(platform),
+        host=settings.web_host,
+        port=settings.web_port,
+        log_config=None,
+        lifespan="off",
+    )
+    return uvicorn.Server(config)
+
+
+async def serve_platform(settings: Settings) -> None:
+    """Run the platform and the web server until SIGINT/SIGTERM."""
+    probe_port(settings.web_host, settings.web_port, "OPENAMI_WEB_PORT")
+    platform = Platform.build(settings)
+    await platform.start()
+    try:
+        server = web_server(platform)
+        log.info("serving", extra={"url": f"http://{settings.web_host}:{settings.web_port}"})
+        await server.serve()
+    finally:
+        await platform.stop()
