@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         "", description="SQLAlchemy URL; empty means a SQLite file in data_dir (openami.sqlite3)."
     )
     bus_url: str = Field("memory", description="'memory' (in-process) or 'nats://host:port' (JetStream).")
+    bus_namespace: str = Field(
+        "", pattern=r"^([a-z][a-z0-9_-]{0,31})?$", description="Separates installations sharing one NATS server."
+    )
     mqtt_url: str = Field(
         "embedded", description="'embedded' (amqtt in this process) or 'mqtt://host:port' (external)."
     )

@@ -86,7 +86,12 @@ class Bus(Protocol):
     async def start(self) -> None: ...
 
     async def publish(
-        self, subject: str, data: bytes, *, headers: Mapping[str, str] | None = None, msg_id: str | None = None
+        self,
+        subject: str,
+        data: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        msg_id: str | None = None,
     ) -> None:
         """Publish durably. ``msg_id`` de-duplicates retried publishes of the same message."""
         ...
