@@ -8,6 +8,7 @@ run every suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -73,7 +74,8 @@ def free_port() -> int:
 
 def corpora_dir() -> Path:
     """The shared corpora (``../shared/corpora`` or ``OPENAMI_CORPORA``); skip, or fail in CI, if absent."""
-    path = Path(os.environ.get("OPENAMI_CORPORA", Path(__file__).resolve().parents[1] / ".." / "shared" / "corpora"))
+    default = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpora"
+    path = Path(os.environ.get("OPENAMI_CORPORA", default))
     if not path.is_dir():
         if IN_CI:
             pytest.fail(f"CI must run the corpus tests: {path} not found")
@@ -86,25 +88,18 @@ def _pg_schema_url(base: str, schema: str) -> str:
     return f"{base}{sep}options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A migrated, empty database: a SQLite file, or a private schema on the real PostgreSQL.
+@contextlib.contextmanager
+def postgres_schema_url() -> Iterator[str]:
+    """A migrated private schema on the real PostgreSQL, dropped afterwards.
 
-    Every test gets its own schema, so PostgreSQL tests can run in parallel with others on the same
-    server and leave nothing behind.
+    Every test gets its own schema, so PostgreSQL tests can run beside others on the same server and
+    leave nothing behind.
     """
     from sqlalchemy import text
 
     from openami.store.engine import make_engine
     from openami.store.migrate import upgrade
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'openami.sqlite3'}"
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        yield url
-        return
     base = service_url("postgres")
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = make_engine(base)
@@ -123,6 +118,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file, or a private schema on the real PostgreSQL."""
+    from openami.store.engine import make_engine
+    from openami.store.migrate import upgrade
+
+    if request.param == "postgres":
+        with postgres_schema_url() as url:
+            yield url
+        return
+    url = f"sqlite:///{tmp_path / 'openami.sqlite3'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     from openami.store.engine import make_engine

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -30,21 +28,6 @@ from openami.transports.mqtt_broker import EmbeddedBroker
 log = logging.getLogger(__name__)
 
 
-def resolve_secret_key(settings: Settings) -> str:
-    """The configured secret, or one generated once and kept in data_dir (so sessions survive restarts)."""
-    configured = settings.secret_key.get_secret_value()
-    if configured:
-        return configured
-    path = Path(settings.data_dir) / "secret_key"
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    path.write_text(key)
-    path.chmod(0o600)
-    return key
-
-
 @dataclass
 class Platform:
     settings: Settings
@@ -59,7 +42,7 @@ class Platform:
     @classmethod
     def build(cls, settings: Settings) -> Platform:
         engine = make_engine(settings.effective_database_url)
-        bus = make_bus(settings.bus_url)
+        bus = make_bus(settings.bus_url, settings.bus_namespace)
         metrics = Metrics()
         ingest = IngestService(
             engine, bus, metrics, batch_rows=settings.ingest_batch_rows, flush_ms=settings.ingest_flush_ms

@@ -156,7 +156,7 @@ def init(
     """Create the database, the first tenant and its administrator."""
 
     def go() -> None:
-        from openami.security.service import create_tenant_with_admin
+        from openami.security.bootstrap import create_tenant_with_admin
         from openami.store.migrate import upgrade
 
         engine = _engine(_settings(database_url=database_url))
@@ -190,7 +190,7 @@ def demo(
         bool, typer.Option("--once", help="Run one accelerated collection cycle and exit.")
     ] = False,
     days: Annotated[float, typer.Option(min=0.05, max=62, help="Days of history to simulate.")] = 7,
-    speedup: Annotated[float, typer.Option(min=1, help="Live mode: simulated seconds per real second.")] = 90,
+    speedup: Annotated[float, typer.Option(min=1, help="Live mode: simulated seconds per real second.")] = 1,
     port: Annotated[int | None, typer.Option(help="Web port (OPENAMI_WEB_PORT).")] = None,
 ) -> None:
     """Seed a demo utility, simulate its meters and gateways, and serve it (or --once: one cycle)."""
@@ -261,7 +261,7 @@ def users_create(
     """Create a user in a tenant."""
 
     def go() -> None:
-        from openami.security.service import ensure_user
+        from openami.security.bootstrap import ensure_user
 
         ensure_user(
             _engine(_settings(database_url=database_url)),
@@ -281,7 +281,7 @@ def users_list(tenant: TenantOption, database_url: DatabaseOption = None) -> Non
     """List the users of a tenant."""
 
     def go() -> None:
-        from openami.security.service import list_users
+        from openami.security.bootstrap import list_users
 
         users = list_users(_engine(_settings(database_url=database_url)), tenant)
         table = Table("username", "role", "active", "last login")

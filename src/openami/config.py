@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     )
     bus_url: str = Field("memory", description="'memory' (in-process) or 'nats://host:port' (JetStream).")
     bus_namespace: str = Field(
-        "", pattern=r"^([a-z][a-z0-9_-]{0,31})?$", description="Separates installations sharing one NATS server."
+        "",
+        pattern=r"^([a-z][a-z0-9_-]{0,31})?$",
+        description="Separates installations sharing one NATS server.",
     )
     mqtt_url: str = Field(
         "embedded", description="'embedded' (amqtt in this process) or 'mqtt://host:port' (external)."
@@ -49,9 +51,6 @@ class Settings(BaseSettings):
     mqtt_topic_prefix: str = "openami"
     web_host: str = "127.0.0.1"
     web_port: int = Field(8000, ge=0, le=65535)
-    secret_key: SecretStr = Field(
-        SecretStr(""), description="Signs session cookies; generated into data_dir when empty."
-    )
     token_ttl_hours: int = Field(12, ge=1, le=24 * 90)
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"

@@ -20,7 +20,7 @@ from openami.app import Platform
 from openami.config import Settings
 from openami.demo.seed import DEMO_TENANT, DemoLayout, seed_demo
 from openami.simulator.gateway import SimMeter, VirtualGateway
-from openami.transports.mqtt import mqtt_client
+from openami.transports.mqtt import make_client
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,15 @@ async def backfill(
     start = end - timedelta(days=days)
     before = platform.ingest.totals.messages
     assert platform.listener is not None
-    received_before = platform.listener.stats.received
+    handled_before = _handled(platform)
     started = time.perf_counter()
     sent = 0
-    async with mqtt_client(platform.mqtt_url, client_id="openami-demo-sim") as client:
+    async with make_client(platform.mqtt_url, client_id="openami-demo-sim") as client:
         for done, gateway in enumerate(gateways, start=1):
             sent += await gateway.publish_span(client, platform.settings.mqtt_topic_prefix, start, end)
             if progress:
                 progress(done, len(gateways))
-    await _wait_received(platform, received_before + sent, timeout_s=300)
+    await _wait_handled(platform, handled_before + sent, timeout_s=300)
     await platform.settle(timeout_s=300)
     totals = platform.ingest.totals
     log.info("demo back-fill stored", extra={"messages": totals.messages - before})
@@ -102,34 +102,32 @@ async def backfill(
     )
 
 
-async def _wait_received(platform: Platform, expected: int, *, timeout_s: float) -> None:
-    """QoS 1 publishes are acknowledged by the broker; wait until the listener has them all too."""
+def _handled(platform: Platform) -> int:
     assert platform.listener is not None
+    return platform.listener.stats.accepted + platform.listener.stats.rejected
+
+
+async def _wait_handled(platform: Platform, expected: int, *, timeout_s: float) -> None:
+    """QoS 1 publishes are acknowledged by the broker; wait until the listener has handled them all too."""
     deadline = time.monotonic() + timeout_s
-    while platform.listener.stats.received < expected:
+    while _handled(platform) < expected:
         if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"listener got {platform.listener.stats.received} of {expected} messages in {timeout_s} s"
-            )
+            raise TimeoutError(f"listener handled {_handled(platform)} of {expected} messages in {timeout_s} s")
         await asyncio.sleep(0.05)
 
 
 async def live(platform: Platform, layout: DemoLayout, *, speedup: float) -> None:
-    """Keep publishing the newest interval of every meter, ``speedup`` times faster than real time."""
-    gateways = virtual_gateways(layout)
-    cursor = _floor(datetime.now(UTC), INTERVAL)
-    async with mqtt_client(platform.mqtt_url, client_id="openami-demo-live") as client:
-        while True:
-            await asyncio.sleep(INTERVAL.total_seconds() / speedup)
-            nxt = cursor + INTERVAL
-            for gateway in gateways:
-                await gateway.publish_span(client, platform.settings.mqtt_topic_prefix, cursor, nxt)
-            cursor = nxt
+    """Every gateway publishes each quarter hour as it completes, ``speedup`` times faster than real time."""
+    async with make_client(platform.mqtt_url, client_id="openami-demo-live") as client:
+        await asyncio.gather(*(
+            gateway.run_live(client, platform.settings.mqtt_topic_prefix, time_factor=speedup)
+            for gateway in virtual_gateways(layout)
+        ))
 
 
 def prepare(platform: Platform) -> DemoLayout:
     """Seed the tenant and its admin user (idempotent); blocking, run in a thread."""
-    from openami.security.service import ensure_user
+    from openami.security.bootstrap import ensure_user
 
     layout = seed_demo(platform.engine)
     ensure_user(platform.engine, DEMO_TENANT, DEMO_ADMIN, DEMO_PASSWORD, role="admin")

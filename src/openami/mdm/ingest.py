@@ -82,6 +82,7 @@ class IngestService:
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
+        self._stopping = False
         self.totals = IngestTotals()
         metrics.track_queue("ingest_buffer", lambda: float(self._pending.size()))
 
@@ -94,7 +95,13 @@ class IngestService:
         )
 
     async def stop(self) -> None:
-        """Stop taking messages, then write everything already accepted (graceful shutdown)."""
+        """Stop taking messages, then write everything already accepted (graceful shutdown).
+
+        From here on every enqueue flushes at once, so handlers still in flight finish promptly instead
+        of waiting out the flush interval.
+        """
+        self._stopping = True
+        self._wake.set()
         if self._subscription is not None:
             await self._subscription.stop()
             self._subscription = None
@@ -145,7 +152,7 @@ class IngestService:
         self._pending.events.extend(events)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.waiters.append(waiter)
-        if self._pending.size() >= self._batch_rows:
+        if self._stopping or self._pending.size() >= self._batch_rows:
             self._wake.set()
         return waiter
 

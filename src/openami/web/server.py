@@ -8,13 +8,14 @@ on SIGINT/SIGTERM so everything accepted is written before exit.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import uvicorn
 from fastapi import FastAPI
 
 from openami.api.app import create_api
 from openami.api.deps import ApiContext
-from openami.app import Platform, resolve_secret_key
+from openami.app import Platform
 from openami.config import Settings
 from openami.security.service import AuthService
 from openami.transports.ports import probe_port
@@ -26,10 +27,8 @@ def build_web_app(platform: Platform) -> FastAPI:
     context = ApiContext(
         engine=platform.engine,
         settings=platform.settings,
-        auth=AuthService(
-            platform.engine,
-            token_ttl_hours=platform.settings.token_ttl_hours,
-            secret_key=resolve_secret_key(platform.settings),
+        auth_service=AuthService(
+            platform.engine, token_ttl=timedelta(hours=platform.settings.token_ttl_hours)
         ),
         metrics_text=platform.metrics.exposition,
         health=platform.health,
