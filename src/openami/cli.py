@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -77,7 +78,7 @@ def _clean_errors() -> Iterator[None]:
     try:
         yield
     except CliError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(exc.code) from None
     except (typer.Exit, typer.Abort, KeyboardInterrupt):
         raise
@@ -86,7 +87,7 @@ def _clean_errors() -> Iterator[None]:
         if code is None:
             raise
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {message}")
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {escape(message)}", soft_wrap=True)
         raise typer.Exit(code) from None
 
 
@@ -297,24 +298,48 @@ def users_list(tenant: TenantOption, database_url: DatabaseOption = None) -> Non
     _run(go)
 
 
+def _scope(conn: Any, tenant: str) -> Any:
+    from openami.store.repositories import Scope, tenants
+
+    return Scope(tenants.get_by_slug(conn, tenant).id)
+
+
+def _channel(conn: Any, tenant: str, serial: str, code: str) -> Any:
+    from openami.store.errors import NotFound
+    from openami.store.repositories import channels, meters
+
+    scope = _scope(conn, tenant)
+    meter = meters.get_by_key(conn, scope, serial)
+    found = channels.list(conn, scope, filters={"meter_id": meter.id, "code": code})
+    if not found:
+        raise NotFound(f"meter {serial!r} has no channel {code!r}")
+    return found[0]
+
+
 @meters_app.command("list")
 def meters_list(
     tenant: TenantOption,
-    limit: Annotated[int, typer.Option(min=1, max=100000)] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000)] = 50,
     database_url: DatabaseOption = None,
 ) -> None:
-    """List the meters of a tenant."""
+    """List the meters of a tenant, in id order."""
 
     def go() -> None:
-        from openami.store import repositories as repo
+        from openami.store.repositories import meters
 
-        engine = _engine(_settings(database_url=database_url))
-        tenant_id = repo.tenant_id_for(engine, tenant)
         table = Table("id", "serial", "medium", "protocol", "model", "status")
-        for m in repo.list_meters(engine, tenant_id, limit=limit):
-            table.add_row(
-                str(m.id), m.serial, m.medium, m.protocol, f"{m.manufacturer} {m.model}".strip(), m.status
-            )
+        with _engine(_settings(database_url=database_url)).connect() as conn:
+            scope = _scope(conn, tenant)
+            after, remaining = None, limit
+            while remaining > 0:
+                wanted = min(1000, remaining)
+                page = meters.list(conn, scope, after_id=after, limit=wanted)
+                for m in page:
+                    model = f"{m.manufacturer} {m.model}".strip()
+                    table.add_row(str(m.id), m.serial, m.medium, m.protocol, model, m.status)
+                if len(page) < wanted:
+                    break
+                remaining, after = remaining - wanted, page[-1].id
         console.print(table)
 
     _run(go)
@@ -325,26 +350,28 @@ def meters_show(tenant: TenantOption, serial: str, database_url: DatabaseOption 
     """Show one meter with its channels and their newest reading."""
 
     def go() -> None:
-        from openami.store import readings
-        from openami.store import repositories as repo
+        from openami.store.readings import latest_reading_ts
+        from openami.store.repositories import channels, meters
 
         engine = _engine(_settings(database_url=database_url))
-        tenant_id = repo.tenant_id_for(engine, tenant)
-        meter = repo.get_meter_by_serial(engine, tenant_id, serial)
+        with engine.connect() as conn:
+            scope = _scope(conn, tenant)
+            meter = meters.get_by_key(conn, scope, serial)
+            meter_channels = channels.list(conn, scope, filters={"meter_id": meter.id})
         console.print(
             f"[bold]{meter.serial}[/bold]  {meter.medium}  {meter.manufacturer} {meter.model}  "
             f"protocol {meter.protocol}  status {meter.status}"
         )
         table = Table("channel id", "code", "kind", "unit", "interval", "newest reading")
-        for ch in repo.list_channels(engine, tenant_id, meter.id):
-            newest = readings.latest_reading_ts(engine, ch.kind, ch.id)
+        for ch in meter_channels:
+            newest = latest_reading_ts(engine, ch.kind, ch.id)
             table.add_row(
                 str(ch.id),
                 ch.code,
                 ch.kind,
                 ch.unit,
                 f"{ch.interval_s or '-'}",
-                newest.isoformat() if newest else "-",
+                f"{newest:%Y-%m-%d %H:%M} UTC" if newest else "-",
             )
         console.print(table)
 
@@ -384,17 +411,14 @@ def readings(
 
     def go() -> None:
         from openami.store import readings as store_readings
-        from openami.store import repositories as repo
 
         engine = _engine(_settings(database_url=database_url))
-        now = datetime.now(UTC)
-        t1 = _parse_time(end, now)
+        t1 = _parse_time(end, datetime.now(UTC))
         t0 = _parse_time(start, t1 - timedelta(days=1))
         if t0 >= t1:
             raise CliError("--start must be before --end", 2)
-        tenant_id = repo.tenant_id_for(engine, tenant)
-        meter = repo.get_meter_by_serial(engine, tenant_id, serial)
-        ch = repo.get_channel_by_code(engine, tenant_id, meter.id, channel)
+        with engine.connect() as conn:
+            ch = _channel(conn, tenant, serial, channel)
         rows: list[store_readings.ReadingRow] = []
         after = None
         while True:
@@ -406,7 +430,7 @@ def readings(
         out = output.open("w", newline="") if output else sys.stdout
         try:
             if fmt is ExportFormat.table and not output:
-                table = Table("ts (UTC)", f"value [{ch.unit}]", "quality", "version", "source")
+                table = Table("ts (UTC)", f"value ({ch.unit})", "quality", "version", "source")
                 for r in rows:
                     table.add_row(r.ts.isoformat(), f"{r.value:g}", str(r.quality), str(r.version), r.source)
                 console.print(table)

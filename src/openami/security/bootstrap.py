@@ -6,8 +6,11 @@ so they take tenant slugs and are audited as ``cli``.
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from sqlalchemy import Engine, select
 
+from openami.security.errors import InvalidInput
 from openami.security.service import User, UserService, _user
 from openami.store import schema
 from openami.store.errors import Conflict
@@ -25,8 +28,15 @@ def create_tenant_with_admin(
     engine: Engine, slug: str, name: str, timezone: str, admin: str, password: str
 ) -> User:
     """A new tenant with one platform administrator; Conflict if the tenant exists already."""
-    with engine.begin() as conn:
-        tenant = tenants.create(conn, {"slug": slug, "name": name, "timezone": timezone})
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
+    try:
+        with engine.begin() as conn:
+            tenant = tenants.create(conn, {"slug": slug, "name": name, "timezone": timezone})
+    except Conflict:
+        raise Conflict(f"tenant {slug!r} already exists") from None
     return UserService(engine).create_user(
         tenant.id, admin, password, "admin", is_platform_admin=True, actor=ACTOR
     )
