@@ -233,16 +233,18 @@ def demo(
             render(summary)
             return
 
+        url = f"http://{settings.web_host}:{settings.web_port}"
+        console.print(f"[bold green]OpenAMI demo[/bold green] at {url}  (API docs: {url}/docs)")
+        console.print(
+            f"log in: tenant [bold]demo[/bold], user [bold]{runner.DEMO_ADMIN}[/bold], "
+            f"password [bold]{runner.DEMO_PASSWORD}[/bold]   (Ctrl-C stops)"
+        )
+        console.print(f"back-filling {days:g} days of simulated data through MQTT ...")
+
         def ready(summary: runner.DemoSummary) -> None:
             render(summary)
-            url = f"http://{settings.web_host}:{settings.web_port}"
-            console.print(f"\n[bold green]OpenAMI demo running[/bold green] at {url}  (API docs: {url}/docs)")
-            console.print(
-                f"log in: tenant [bold]demo[/bold], user [bold]{runner.DEMO_ADMIN}[/bold], "
-                f"password [bold]{runner.DEMO_PASSWORD}[/bold]   (Ctrl-C stops)"
-            )
+            console.print("live data flowing; Ctrl-C stops")
 
-        console.print(f"starting OpenAMI demo on http://{settings.web_host}:{settings.web_port} ...")
         asyncio.run(runner.run_forever(settings, days=days, speedup=speedup, on_ready=ready))
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -1,0 +1,98 @@
+"""`openami demo` as a user runs it: a real process, real ports, Ctrl-C to stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+OPENAMI = [sys.executable, "-m", "openami.cli"]
+
+
+def _env(tmp_path: Path, web_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OPENAMI_DATA_DIR": str(tmp_path / "var"),
+        "OPENAMI_WEB_PORT": str(web_port),
+        "OPENAMI_MQTT_EMBEDDED_PORT": "0",
+        "OPENAMI_LOG_LEVEL": "WARNING",
+        "COLUMNS": "200",
+    }
+
+
+@pytest.mark.slow
+def test_demo_serves_health_and_stops_cleanly_on_ctrl_c(tmp_path: Path, free_port: int) -> None:
+    process = subprocess.Popen(
+        [*OPENAMI, "demo", "--days", "0.5"],
+        cwd=tmp_path,
+        env=_env(tmp_path, free_port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120  # the README promises /health within 2 minutes
+        health = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{free_port}/health", timeout=2)
+                if health.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        assert health is not None, "demo never answered"
+        assert health.status_code == 200
+        assert health.json()["status"] == "ok"
+        metrics = httpx.get(f"http://127.0.0.1:{free_port}/metrics", timeout=5).text
+        assert "openami_readings_ingested" in metrics
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, output
+    assert "Traceback" not in output
+    assert "demo" in output and "openami-demo" in output  # the credentials were printed
+
+
+def test_demo_once_prints_a_summary(tmp_path: Path, free_port: int) -> None:
+    result = subprocess.run(
+        [*OPENAMI, "demo", "--once", "--days", "0.25"],
+        cwd=tmp_path,
+        env=_env(tmp_path, free_port),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "readings stored (new)" in result.stdout
+    assert "300 / 7" in result.stdout  # meters / gateways
+
+
+def test_taken_web_port_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [*OPENAMI, "demo"],
+            cwd=tmp_path,
+            env=_env(tmp_path, port),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "address already in use (set OPENAMI_WEB_PORT)" in result.stderr
+    assert "Traceback" not in result.stderr
