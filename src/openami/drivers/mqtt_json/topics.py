@@ -1,0 +1,43 @@
+"""MQTT topic layout of the gateway format: ``{prefix}/{tenant}/gw/{gateway}/up``.
+
+The tenant comes from the topic, not the body, so the broker's ACLs (which bind a gateway's credentials
+to its tenant's topics) are what decide which tenant a message belongs to.
+"""
+
+from __future__ import annotations
+
+import re
+
+from openami.drivers.mqtt_json.codec import ID_PATTERN, GatewayPayloadError
+
+UPLINK_QOS = 1
+_ID = re.compile(ID_PATTERN)
+
+
+def _check_id(what: str, value: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(f"{what} id {value!r} must match {ID_PATTERN}")
+    return value
+
+
+def uplink_topic(prefix: str, tenant: str, gateway: str) -> str:
+    """The topic a gateway publishes its uplinks on."""
+    return f"{prefix}/{_check_id('tenant', tenant)}/gw/{_check_id('gateway', gateway)}/up"
+
+
+def uplink_filter(prefix: str) -> str:
+    """The subscription that receives every tenant's and gateway's uplinks."""
+    return f"{prefix}/+/gw/+/up"
+
+
+def parse_uplink_topic(prefix: str, topic: str) -> tuple[str, str]:
+    """``(tenant, gateway)`` from an uplink topic; ids outside the allowed pattern are rejected."""
+    rest = topic.removeprefix(f"{prefix}/")
+    parts = rest.split("/")
+    if rest == topic or len(parts) != 4 or parts[1] != "gw" or parts[3] != "up":
+        raise GatewayPayloadError(f"topic {topic[:200]!r} is not {prefix}/<tenant>/gw/<gateway>/up")
+    tenant, gateway = parts[0], parts[2]
+    for what, value in (("tenant", tenant), ("gateway", gateway)):
+        if not _ID.match(value):
+            raise GatewayPayloadError(f"{what} id {value[:80]!r} in the topic must match {ID_PATTERN}")
+    return tenant, gateway

@@ -1,0 +1,257 @@
+"""The head-end's MQTT listener: gateway uplinks in, ReadingBatch messages out on the bus.
+
+It subscribes to every tenant's and gateway's uplink topic (``{prefix}/+/gw/+/up``, QoS 1), decodes each
+message with the ``mqtt-json`` driver and publishes the batch on ``readings.<tenant>``. The bus message
+id is derived from (tenant, gateway, seq), or from a hash of the payload when the gateway sends no
+``seq``, so a gateway retransmitting a message (or the broker redelivering it) stores it once.
+
+A message that cannot be decoded never stops the listener: it is counted and handed, with its reason
+and the first 64 KiB of its payload, to ``on_rejected`` (the app stores it in a dead-letter table).
+When the broker goes away the listener reconnects with capped exponential backoff and jitter.
+
+Delivery note: the MQTT client acknowledges a QoS 1 message when it arrives, before it reaches the bus.
+A message in the client's memory when the process dies is lost unless the gateway resends it, which the
+de-duplication above makes safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from openami.bus.base import Bus, BusError
+from openami.bus.messages import ReadingBatch, readings_subject
+from openami.drivers.mqtt_json import (
+    DRIVER_SPEC,
+    UPLINK_QOS,
+    GatewayPayloadError,
+    parse_uplink,
+    parse_uplink_topic,
+    uplink_filter,
+    uplink_to_batch,
+)
+from openami.transports.errors import ConnectError
+from openami.transports.mqtt import make_client, parse_mqtt_url
+
+log = logging.getLogger(__name__)
+
+MAX_REJECTED_PAYLOAD = 64 * 1024
+"""How much of a rejected payload is kept for the dead-letter record."""
+MAX_BUS_MESSAGE_BYTES = 1_000_000
+"""Largest bus message we publish: under the 1 MiB NATS default (and MemoryBus limit), with header room."""
+
+
+@dataclass(frozen=True)
+class RejectedMessage:
+    """An uplink the listener could not turn into readings (or could not hand to the bus)."""
+
+    topic: str
+    tenant: str | None
+    """From the topic; None when the topic itself is what is wrong."""
+    reason: str
+    payload: bytes
+    """The first :data:`MAX_REJECTED_PAYLOAD` bytes; ``size`` is the full length."""
+    size: int
+    received_at: datetime
+
+
+RejectedHandler = Callable[[RejectedMessage], Awaitable[None]]
+
+
+@dataclass
+class ListenerStats:
+    """Counters for /metrics: every received message ends up accepted or rejected."""
+
+    received: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    readings: int = 0
+    events: int = 0
+    connects: int = 0
+
+
+def message_id(tenant: str, gateway: str, seq: int | None, payload: bytes) -> str:
+    """Bus de-duplication id of an uplink: its gateway sequence number, else the payload's content.
+
+    Each bus message of the uplink appends ``#<part>`` (see :func:`split_batch`).
+    """
+    if seq is not None:
+        return f"{DRIVER_SPEC.name}:{tenant}:{gateway}:{seq}"
+    return f"{DRIVER_SPEC.name}:{tenant}:{gateway}:sha256:{hashlib.sha256(payload).hexdigest()[:32]}"
+
+
+def split_batch(batch: ReadingBatch, max_bytes: int = MAX_BUS_MESSAGE_BYTES) -> list[bytes]:
+    """Serialise a batch as one or more bus messages of at most ``max_bytes`` each.
+
+    A gateway message may carry up to 200,000 readings (tens of MB as JSON) while bus messages are capped
+    at about 1 MiB. Splitting is deterministic, so a retransmitted uplink gives the same parts and the
+    same per-part message ids. A part with a single item is returned as is, whatever its size.
+    """
+    data = batch.to_bytes()
+    items = len(batch.readings) + len(batch.events)
+    if len(data) <= max_bytes or items <= 1:
+        return [data]
+    parts = min(items, -(-len(data) // max_bytes) + 1)  # one more than the estimate, so most fit first time
+    readings, events = batch.readings, batch.events
+    out: list[bytes] = []
+    for k in range(parts):
+        part_readings = readings[k * len(readings) // parts : (k + 1) * len(readings) // parts]
+        part_events = events[k * len(events) // parts : (k + 1) * len(events) // parts]
+        if part_readings or part_events:
+            part = batch.model_copy(update={"readings": part_readings, "events": part_events})
+            out.extend(split_batch(part, max_bytes))
+    return out
+
+
+def _refused(code: int | ReasonCode) -> bool:
+    """A SUBACK return code of 0x80 or more means the broker did not grant the subscription."""
+    return (code.value if isinstance(code, ReasonCode) else code) >= 0x80
+
+
+class MqttGatewayListener:
+    """Subscribes to gateway uplinks on an MQTT broker and publishes their readings on the bus.
+
+    ``client_id`` makes the MQTT session persistent: the broker then queues uplinks while the listener
+    is away (restart, network blip). Leave it None for a throw-away session, or when several listener
+    processes run (MQTT 3.1.1 has no shared subscriptions, so they would each get every message).
+    """
+
+    def __init__(
+        self,
+        mqtt_url: str,
+        topic_prefix: str,
+        bus: Bus,
+        on_rejected: RejectedHandler | None = None,
+        *,
+        client_id: str | None = None,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        max_bus_message_bytes: int = MAX_BUS_MESSAGE_BYTES,
+    ) -> None:
+        parse_mqtt_url(mqtt_url)  # fail at construction on a malformed URL, not in the background
+        self._url = mqtt_url
+        self._prefix = topic_prefix
+        self._bus = bus
+        self._on_rejected = on_rejected
+        self._client_id = client_id
+        self._reconnect_min_s = reconnect_min_s
+        self._reconnect_max_s = reconnect_max_s
+        self._connect_timeout_s = connect_timeout_s
+        self._max_bus_message_bytes = max_bus_message_bytes
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self._last_error = "no answer"
+        self.stats = ListenerStats()
+
+    @property
+    def connected(self) -> bool:
+        """Subscribed right now (False while reconnecting)."""
+        return self._subscribed.is_set()
+
+    async def start(self) -> None:
+        """Connect and subscribe; raises :class:`ConnectError` if that fails within the connect timeout.
+
+        Failing fast at startup surfaces a wrong URL or a missing broker; once running, losing the broker
+        only means reconnecting.
+        """
+        if self._task is not None:
+            return
+        self._task = asyncio.create_task(self._run(), name="mqtt-gateway-listener")
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await self._subscribed.wait()
+        except TimeoutError:
+            await self.stop()
+            where = parse_mqtt_url(self._url).display
+            raise ConnectError(f"cannot subscribe at {where}: {self._last_error}") from None
+
+    async def stop(self) -> None:
+        """Disconnect; a message being handled is finished (and reaches the bus) first."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def _run(self) -> None:
+        delay = self._reconnect_min_s
+        while True:
+            try:
+                async with make_client(
+                    self._url, client_id=self._client_id, persistent_session=self._client_id is not None
+                ) as client:
+                    granted = await client.subscribe(uplink_filter(self._prefix), qos=UPLINK_QOS)
+                    if any(_refused(code) for code in granted):
+                        raise aiomqtt.MqttError("the broker refused the subscription (check its ACL)")
+                    self.stats.connects += 1
+                    self._subscribed.set()
+                    delay = self._reconnect_min_s
+                    log.info("subscribed to %s", uplink_filter(self._prefix))
+                    async for message in client.messages:
+                        await self._handle_to_completion(message)
+            except aiomqtt.MqttError as exc:
+                self._last_error = str(exc) or type(exc).__name__
+            finally:
+                self._subscribed.clear()
+            # Jitter spreads the reconnects of many listeners after a broker restart.
+            pause = delay * random.uniform(0.5, 1.0)
+            log.warning("MQTT broker unavailable (%s); retrying in %.1f s", self._last_error, pause)
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, self._reconnect_max_s)
+
+    async def _handle_to_completion(self, message: aiomqtt.Message) -> None:
+        """Handle one message even if the listener is stopped meanwhile, then let the stop proceed."""
+        handling = asyncio.ensure_future(self._handle(message.topic.value, message.payload))
+        try:
+            await asyncio.shield(handling)
+        except asyncio.CancelledError:
+            await handling
+            raise
+
+    async def _handle(self, topic: str, payload: bytes) -> None:
+        self.stats.received += 1
+        received_at = datetime.now(UTC)
+        tenant: str | None = None
+        try:
+            tenant, gateway = parse_uplink_topic(self._prefix, topic)
+            uplink = parse_uplink(payload)
+            batch = uplink_to_batch(tenant, gateway, uplink, received_at)
+            base_id = message_id(tenant, gateway, uplink.seq, payload)
+            for index, part in enumerate(split_batch(batch, self._max_bus_message_bytes)):
+                await self._bus.publish(readings_subject(tenant), part, msg_id=f"{base_id}#{index}")
+        except GatewayPayloadError as exc:
+            reason = exc.reason
+        except BusError as exc:
+            reason = f"bus publish failed: {exc}"
+        except Exception as exc:
+            # A bug must cost one message (kept as a dead letter), never the listener.
+            log.exception("failed to handle uplink on %r", topic)
+            reason = f"internal error: {type(exc).__name__}"
+        else:
+            self.stats.accepted += 1
+            self.stats.readings += len(batch.readings)
+            self.stats.events += len(batch.events)
+            return
+        self.stats.rejected += 1
+        log.warning("rejected uplink on %r: %s", topic, reason)
+        if self._on_rejected is None:
+            return
+        rejected = RejectedMessage(
+            topic, tenant, reason, payload[:MAX_REJECTED_PAYLOAD], len(payload), received_at
+        )
+        try:
+            await self._on_rejected(rejected)
+        except Exception:
+            # The dead-letter store failing must not take the listener down with it.
+            log.exception("on_rejected handler failed for %r", topic)
