@@ -276,6 +276,8 @@ def test_gzip_just_under_the_limit_is_accepted() -> None:
         ("openami/acme/gw/GW$1/up", "gateway id 'GW$1'"),
         ("openami/acme/gw//up", "gateway id ''"),
         (f"openami/{'t' * 65}/gw/GW-1/up", "tenant id"),
+        ("openami/ac.me/gw/GW-1/up", "tenant id 'ac.me'"),  # a dot would split the bus subject
+        ("openami/Acme/gw/GW-1/up", "tenant id 'Acme'"),
     ],
 )
 def test_bad_topics_are_rejected(topic: str, reason: str) -> None:
@@ -288,6 +290,7 @@ def test_topic_layout() -> None:
     assert uplink_topic("site/openami", "acme", "GW-0001") == "site/openami/acme/gw/GW-0001/up"
     assert uplink_filter("site/openami") == "site/openami/+/gw/+/up"
     assert parse_uplink_topic("site/openami", "site/openami/acme/gw/GW-0001/up") == ("acme", "GW-0001")
+    assert parse_uplink_topic("openami", "openami/acme/gw/GW.roof.1/up") == ("acme", "GW.roof.1")
     with pytest.raises(ValueError, match="gateway id"):
         uplink_topic("openami", "acme", "GW/1")
 

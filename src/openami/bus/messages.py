@@ -18,6 +18,10 @@ EVENTS_SUBJECT = "events"
 
 ReadingKind = Literal["interval", "register"]
 
+#: Tenant slugs become bus subject tokens (``readings.<tenant>``) and MQTT topic levels, so no dots,
+#: slashes or wildcards: lower-case letters, digits, ``_`` and ``-``.
+TENANT_SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
 
 def readings_subject(tenant: str) -> str:
     return f"{READINGS_SUBJECT}.{tenant}"
@@ -55,7 +59,7 @@ class MeterEvent(_Frozen):
 class ReadingBatch(_Frozen):
     """What a driver hands over: readings and events from one gateway message or one read job."""
 
-    tenant: str = Field(min_length=1, max_length=64)
+    tenant: str = Field(pattern=TENANT_SLUG_PATTERN)
     source: str = Field(min_length=1, max_length=32, description="Driver name, e.g. 'mqtt-json'.")
     gateway: str | None = Field(None, max_length=64)
     received_at: datetime

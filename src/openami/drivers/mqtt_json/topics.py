@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import re
 
+from openami.bus.messages import TENANT_SLUG_PATTERN
 from openami.drivers.mqtt_json.codec import ID_PATTERN, GatewayPayloadError
 
 UPLINK_QOS = 1
-_ID = re.compile(ID_PATTERN)
+#: Tenants are bus subject tokens (no dots); gateway ids may carry dots (``GW.roof.1``).
+_PATTERNS = {"tenant": TENANT_SLUG_PATTERN, "gateway": ID_PATTERN}
+_COMPILED = {what: re.compile(pattern) for what, pattern in _PATTERNS.items()}
 
 
 def _check_id(what: str, value: str) -> str:
-    if not _ID.match(value):
-        raise ValueError(f"{what} id {value!r} must match {ID_PATTERN}")
+    if not _COMPILED[what].match(value):
+        raise ValueError(f"{what} id {value!r} must match {_PATTERNS[what]}")
     return value
 
 
@@ -38,6 +41,6 @@ def parse_uplink_topic(prefix: str, topic: str) -> tuple[str, str]:
         raise GatewayPayloadError(f"topic {topic[:200]!r} is not {prefix}/<tenant>/gw/<gateway>/up")
     tenant, gateway = parts[0], parts[2]
     for what, value in (("tenant", tenant), ("gateway", gateway)):
-        if not _ID.match(value):
-            raise GatewayPayloadError(f"{what} id {value[:80]!r} in the topic must match {ID_PATTERN}")
+        if not _COMPILED[what].match(value):
+            raise GatewayPayloadError(f"{what} id {value[:80]!r} in the topic must match {_PATTERNS[what]}")
     return tenant, gateway
