@@ -56,7 +56,7 @@ class Platform:
     def mqtt_url(self) -> str:
         """Where gateways (and the simulator) connect."""
         if self.broker is not None:
-            return f"mqtt://{self.settings.mqtt_embedded_host}:{self.broker.port}"
+            return self.broker.url
         return self.settings.mqtt_url
 
     def migrate(self) -> None:
