@@ -9,7 +9,6 @@ accelerated data until Ctrl-C.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -112,17 +111,34 @@ async def _wait_handled(platform: Platform, expected: int, *, timeout_s: float) 
     deadline = time.monotonic() + timeout_s
     while _handled(platform) < expected:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"listener handled {_handled(platform)} of {expected} messages in {timeout_s} s")
+            raise TimeoutError(
+                f"listener handled {_handled(platform)} of {expected} uplinks in {timeout_s} s"
+            )
         await asyncio.sleep(0.05)
 
 
 async def live(platform: Platform, layout: DemoLayout, *, speedup: float) -> None:
     """Every gateway publishes each quarter hour as it completes, ``speedup`` times faster than real time."""
     async with make_client(platform.mqtt_url, client_id="openami-demo-live") as client:
-        await asyncio.gather(*(
-            gateway.run_live(client, platform.settings.mqtt_topic_prefix, time_factor=speedup)
-            for gateway in virtual_gateways(layout)
-        ))
+        await asyncio.gather(
+            *(
+                gateway.run_live(client, platform.settings.mqtt_topic_prefix, time_factor=speedup)
+                for gateway in virtual_gateways(layout)
+            )
+        )
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel until the task is really done.
+
+    Python 3.11's ``asyncio.wait_for`` (used inside aiomqtt) can swallow a cancellation that arrives as
+    its inner future completes, so one ``cancel()`` may not stop a publishing loop; we insist.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.5)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("demo task %s ended with %r", task.get_name(), task.exception())
 
 
 def prepare(platform: Platform) -> DemoLayout:
@@ -154,17 +170,24 @@ async def run_forever(
     probe_port(settings.web_host, settings.web_port, "OPENAMI_WEB_PORT")
     platform = Platform.build(settings)
     await platform.start()
-    live_task: asyncio.Task[None] | None = None
     try:
         layout = await asyncio.to_thread(prepare, platform)
-        serving = asyncio.create_task(web_server(platform).serve(), name="web")
-        summary = await backfill(platform, layout, days=days)
-        on_ready(summary)
-        live_task = asyncio.create_task(live(platform, layout, speedup=speedup), name="demo-live")
-        await serving
+        server = web_server(platform)
+
+        async def feed() -> None:
+            on_ready(await backfill(platform, layout, days=days))
+            await live(platform, layout, speedup=speedup)
+
+        serving = asyncio.create_task(server.serve(), name="web")
+        feeding = asyncio.create_task(feed(), name="demo-feed")
+        try:
+            await asyncio.wait({serving, feeding}, return_when=asyncio.FIRST_COMPLETED)
+            server.should_exit = True  # a signal stopped the server, or the feeder failed
+            await serving
+            if feeding.done():
+                feeding.result()  # surface the feeder's error
+        finally:
+            await _cancel(feeding)
+            await _cancel(serving)
     finally:
-        if live_task is not None:
-            live_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await live_task
         await platform.stop()

@@ -12,7 +12,6 @@ is refused as unknown rather than mixed in.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,34 +20,21 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from openami.bus.messages import MeterEvent, Reading, ReadingBatch
-from openami.store import lookups
-from openami.store.lookups import ChannelInfo, ChannelKey
+from openami.bus.messages import Reading, ReadingBatch
 from openami.store.readings import NewReading
+from openami.store.repositories import NewEvent, record_events
+from openami.store.repositories import ingest as lookups
+from openami.store.repositories.ingest import ChannelInfo, ChannelKey
 
 UNKNOWN_TTL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
-    tenant_id: int
-    meter_id: int
-    source: str
-    event: MeterEvent
+    """An event resolved to its tenant and meter, waiting for the next flush."""
 
-    def as_row(self, received_at: datetime) -> dict[str, Any]:
-        key = f"{self.meter_id}|{self.event.ts.isoformat()}|{self.event.code}"
-        return {
-            "tenant_id": self.tenant_id,
-            "meter_id": self.meter_id,
-            "ts": self.event.ts,
-            "code": self.event.code,
-            "severity": self.event.severity,
-            "source": self.source,
-            "detail": dict(self.event.detail),
-            "dedup_key": hashlib.sha256(key.encode()).hexdigest(),
-            "received_at": received_at,
-        }
+    tenant_id: int
+    event: NewEvent
 
 
 @dataclass
@@ -91,7 +77,15 @@ class Directory:
         for event in batch.events:
             meter_id = meters.get(event.meter)
             if meter_id is not None:
-                resolved.events.append(EventRow(tenant_id, meter_id, source, event))
+                new = NewEvent(
+                    ts=event.ts,
+                    code=event.code,
+                    severity=event.severity,
+                    source=source,
+                    detail=dict(event.detail),
+                    meter_id=meter_id,
+                )
+                resolved.events.append(EventRow(tenant_id, new))
         return resolved
 
     def _tenant_id(self, conn: Any, slug: str) -> int | None:
@@ -158,8 +152,14 @@ class Directory:
         return result
 
     def record_events(self, events: list[EventRow], *, received_at: datetime) -> int:
+        """Store events once each (idempotent on their dedup key); returns how many were new."""
+        by_tenant: dict[int, list[NewEvent]] = {}
+        for row in events:
+            by_tenant.setdefault(row.tenant_id, []).append(row.event)
         with self._engine.begin() as conn:
-            return lookups.insert_events(conn, [e.as_row(received_at) for e in events])
+            return sum(
+                record_events(conn, t, batch, received_at=received_at) for t, batch in by_tenant.items()
+            )
 
     def keep_rejected(
         self, tenant_slug: str | None, source: str, reason: str, payload: bytes, topic: str = ""

@@ -7,7 +7,11 @@ on SIGINT/SIGTERM so everything accepted is written before exit.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from datetime import timedelta
 
 import uvicorn
@@ -36,6 +40,26 @@ def build_web_app(platform: Platform) -> FastAPI:
     return create_api(context)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal capture.
+
+    uvicorn re-raises a captured SIGTERM after it stops serving, which kills the process before the
+    platform's shutdown (flush of accepted readings) can run. We install our own handlers instead
+    (:func:`stop_on_signals`), and the caller stops the platform in order once serving returns.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def stop_on_signals(server: uvicorn.Server) -> None:
+    """SIGINT/SIGTERM ask the server to finish (a second one forces it); serve() then returns normally."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.handle_exit, sig, None)
+
+
 def web_server(platform: Platform) -> uvicorn.Server:
     """A uvicorn server for the platform's API on the configured host and port (checked to be free)."""
     settings = platform.settings
@@ -47,7 +71,9 @@ def web_server(platform: Platform) -> uvicorn.Server:
         log_config=None,
         lifespan="off",
     )
-    return uvicorn.Server(config)
+    server = _Server(config)
+    stop_on_signals(server)
+    return server
 
 
 async def serve_platform(settings: Settings) -> None:

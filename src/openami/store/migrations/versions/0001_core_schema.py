@@ -102,7 +102,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("hash", name=op.f("uq_audit_log_hash")),
     )
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_audit_log_tenant_id"), ["tenant_id"], unique=False)
+        batch_op.create_index("ix_audit_log_tenant_chain", ["tenant_id", "id"], unique=False)
 
     op.create_table(
         "comm_device",
@@ -841,7 +841,7 @@ def downgrade() -> None:
 
     op.drop_table("comm_device")
     with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_audit_log_tenant_id"))
+        batch_op.drop_index("ix_audit_log_tenant_chain")
 
     op.drop_table("audit_log")
     op.drop_table("tenant")

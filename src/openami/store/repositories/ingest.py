@@ -1,9 +1,9 @@
 """Set-based look-ups and inserts for the ingest path.
 
 Ingest resolves thousands of (meter serial, channel code) pairs a second; these functions answer a whole
-message's worth in one query each instead of one query per reading. Channel creation and event
-recording are idempotent (``ON CONFLICT DO NOTHING`` on both dialects), so two ingest workers seeing the
-same new channel or the same event at once both succeed and store it once.
+message's worth in one query each instead of one query per reading. Channel creation is idempotent
+(``ON CONFLICT DO NOTHING`` on both dialects), so two ingest workers seeing the same new channel at once
+both succeed and store it once. Events go through ``event_repo.record_events``.
 """
 
 from __future__ import annotations
@@ -67,17 +67,6 @@ def create_channels(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             index_elements=["meter_id", "code"]
         )
         conn.execute(stmt, list(rows))
-
-
-def insert_events(conn: Connection, rows: Sequence[dict[str, Any]]) -> int:
-    """Store events once per (tenant, dedup_key); returns how many were new."""
-    if not rows:
-        return 0
-    stmt = dialect_insert(conn, schema.event).on_conflict_do_nothing(
-        index_elements=["tenant_id", "dedup_key"]
-    )
-    stmt = stmt.returning(schema.event.c.id)
-    return sum(len(conn.execute(stmt, [row]).all()) for row in rows)
 
 
 def insert_rejected(

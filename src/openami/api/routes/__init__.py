@@ -1,0 +1,1 @@
+"""The API's routers, one module per resource; ``openami.api.app.create_api`` mounts them."""

@@ -1,0 +1,1 @@
+"""Benchmarks that exercise the real code paths (``openami bench ...``), so the numbers are honest."""
