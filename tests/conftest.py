@@ -133,6 +133,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     upgrade(engine)
     engine.dispose()
     yield url
+
+
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     from openami.store.engine import make_engine

@@ -14,10 +14,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from openami.app import Platform
 from openami.config import Settings
 from openami.demo.seed import DEMO_TENANT, DemoLayout, seed_demo
+from openami.simulator.consumption import Medium
 from openami.simulator.gateway import SimMeter, VirtualGateway
 from openami.transports.mqtt import make_client
 
@@ -55,7 +57,8 @@ def virtual_gateways(layout: DemoLayout) -> list[VirtualGateway]:
     """One virtual gateway per seeded gateway, each meter seeded by its serial (stable across runs)."""
     by_gateway: dict[str, list[SimMeter]] = {}
     for index, meter in enumerate(layout.meters):
-        by_gateway.setdefault(meter.gateway, []).append(SimMeter(meter.serial, meter.medium, seed=index + 1))
+        medium = cast(Medium, meter.medium)
+        by_gateway.setdefault(meter.gateway, []).append(SimMeter(meter.serial, medium, seed=index + 1))
     return [VirtualGateway(gw, DEMO_TENANT, meters) for gw, meters in sorted(by_gateway.items())]
 
 

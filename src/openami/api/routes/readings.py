@@ -7,7 +7,7 @@ rather than guessed.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
@@ -17,7 +17,7 @@ from openami.api.pagination import Page, after_ts, ts_cursor
 from openami.api.problems import Problem
 from openami.api.schemas import ReadingsQuery
 from openami.security.service import Principal
-from openami.store.readings import Kind, ReadingRow, query_readings
+from openami.store.readings import ReadingRow, query_readings
 from openami.store.repositories import channels, clamp_limit
 
 router = APIRouter(tags=["readings"], responses=AUTH_RESPONSES)
@@ -40,7 +40,7 @@ def list_readings(
     limit = clamp_limit(query.limit)
     rows = query_readings(
         context.engine,
-        cast(Kind, channel.kind),
+        channel.kind,
         channel.id,
         query.start,
         query.end,

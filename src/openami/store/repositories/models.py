@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ class Channel:
     tenant_id: int
     meter_id: int
     code: str
-    kind: str
+    kind: Literal["interval", "register"]
     unit: str
     interval_s: int | None
     direction: str
