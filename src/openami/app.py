@@ -67,6 +67,9 @@ class Platform:
         await self.bus.start()
         self._started.append("bus")
         self.metrics.track_queue("bus", lambda: float(sum(self.bus.stats().pending.values())))
+        self.metrics.track_counters(
+            "openami_bus_messages", "Bus messages by stage.", "stage", lambda: _bus_counts(self.bus)
+        )
         await self.ingest.start()
         self._started.append("ingest")
         if self.broker is not None:
@@ -78,6 +81,13 @@ class Platform:
             )
             await self.listener.start()
             self._started.append("listener")
+            listener = self.listener
+            self.metrics.track_counters(
+                "openami_mqtt_uplinks",
+                "Gateway uplinks by outcome.",
+                "outcome",
+                lambda: _uplink_counts(listener),
+            )
         log.info("platform started", extra={"mqtt": self.mqtt_url, "bus": self.settings.bus_url})
 
     async def stop(self) -> None:
@@ -101,7 +111,6 @@ class Platform:
         await self.bus.drain(timeout_s=timeout_s)
 
     async def _keep_rejected(self, rejected: RejectedMessage) -> None:
-        self.metrics.mqtt_messages.labels(outcome="rejected").inc()
         await asyncio.to_thread(
             self.ingest.directory.keep_rejected,
             rejected.tenant,
@@ -125,3 +134,19 @@ class Platform:
             parts["mqtt"] = "ok" if self.listener.connected else "disconnected"
         status = "ok" if all(v == "ok" for v in parts.values()) else "degraded"
         return {"status": status, "version": __version__, **parts}
+
+
+def _bus_counts(bus: Bus) -> dict[str, float]:
+    stats = bus.stats()
+    return {
+        "published": stats.published,
+        "delivered": stats.delivered,
+        "acked": stats.acked,
+        "redelivered": stats.redelivered,
+        "dead": stats.dead,
+    }
+
+
+def _uplink_counts(listener: MqttGatewayListener) -> dict[str, float]:
+    stats = listener.stats
+    return {"received": stats.received, "accepted": stats.accepted, "rejected": stats.rejected}

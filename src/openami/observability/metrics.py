@@ -7,10 +7,25 @@ scrape time through callbacks instead of being pushed, so they are never stale.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+
+class _CallbackCounters(Collector):
+    """Counters owned by another object (listener, bus), read at scrape time instead of mirrored."""
+
+    def __init__(self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, float]]):
+        self._name, self._doc, self._label, self._read = name, documentation, label, read
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._doc, labels=[self._label])
+        for key, value in self._read().items():
+            family.add_metric([key], value)
+        yield family
 
 
 class Metrics:
@@ -28,9 +43,6 @@ class Metrics:
         self.jobs = Counter(
             "openami_jobs", "Finished jobs by kind and outcome.", ["kind", "outcome"], registry=self.registry
         )
-        self.mqtt_messages = Counter(
-            "openami_mqtt_messages", "Gateway uplinks by outcome.", ["outcome"], registry=self.registry
-        )
         self.write_seconds = Histogram(
             "openami_ingest_write_seconds",
             "Time to write one ingest flush to the store.",
@@ -44,6 +56,12 @@ class Metrics:
     def track_queue(self, queue: str, depth: Callable[[], float]) -> None:
         """Report ``depth()`` as the queue's depth at every scrape."""
         self._queue_depth.labels(queue=queue).set_function(depth)
+
+    def track_counters(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, float]]
+    ) -> None:
+        """Expose ``read()`` (label value -> running total) as the counter ``name``."""
+        self.registry.register(_CallbackCounters(name, documentation, label, read))
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for GET /metrics."""
