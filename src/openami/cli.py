@@ -467,33 +467,45 @@ def readings(
     _run(go)
 
 
+class BenchPath(StrEnum):
+    store = "store"
+    service = "service"
+
+
 @bench_app.command("ingest")
 def bench_ingest(
     database_url: Annotated[str | None, typer.Option("--database-url", help="Database to write to.")] = None,
     rows: Annotated[int, typer.Option(min=1, max=100_000_000)] = 1_000_000,
-    channels: Annotated[int, typer.Option(min=1)] = 1000,
-    batch_rows: Annotated[int, typer.Option(min=100)] = 50_000,
+    channels: Annotated[int, typer.Option(min=1, help="Channels (store) or meters (service).")] = 1000,
+    batch_rows: Annotated[
+        int, typer.Option(min=100, help="Rows per write (store) or per bus message.")
+    ] = 50_000,
+    through: Annotated[
+        BenchPath, typer.Option(help="store: the reading writer; service: bus + ingest service + writer.")
+    ] = BenchPath.store,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
 ) -> None:
     """Write N synthetic interval readings through the real ingest path and report the rate."""
 
     def go() -> None:
         from openami.bench.ingest import run_ingest_bench
+        from openami.bench.ingest_service import run_service_bench
 
         url = database_url or _settings().effective_database_url
+
+        def bench(progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+            if through is BenchPath.service:
+                return run_service_bench(
+                    url, rows, meters=channels, message_rows=min(batch_rows, 50_000), progress=progress
+                )
+            return run_ingest_bench(url, rows, channels=channels, batch_rows=batch_rows, progress=progress)
+
         if as_json:
-            result = run_ingest_bench(url, rows, channels=channels, batch_rows=batch_rows)
-            print(json.dumps(result))
+            print(json.dumps(bench(None)))
             return
-        with _progress() as progress:
-            task = progress.add_task("ingest", total=rows)
-            result = run_ingest_bench(
-                url,
-                rows,
-                channels=channels,
-                batch_rows=batch_rows,
-                progress=lambda done, total: progress.update(task, completed=done, total=total),
-            )
+        with _progress() as bar:
+            task = bar.add_task(f"ingest through {through.value}", total=rows)
+            result = bench(lambda done, total: bar.update(task, completed=done, total=total))
         console.print_json(json.dumps(result))
 
     _run(go)

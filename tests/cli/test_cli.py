@@ -187,3 +187,27 @@ def test_bench_ingest_json_on_sqlite(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     figures = json.loads(result.output)
     assert figures["rows"] == 3000 and figures["rows_per_s"] > 0 and figures["seconds"] > 0
+
+
+def test_bench_ingest_through_the_service(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bench.sqlite3'}"
+    args = [
+        "bench",
+        "ingest",
+        "--database-url",
+        url,
+        "--rows",
+        "2000",
+        "--channels",
+        "50",
+        "--batch-rows",
+        "500",
+        "--through",
+        "service",
+        "--json",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert (figures["through"], figures["rows"], figures["meters"]) == ("service", 2000, 50)
+    assert figures["rows_per_s"] > 0
