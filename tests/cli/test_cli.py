@@ -51,7 +51,7 @@ def seeded(db: str) -> str:
         for i in range(1, 9)
     ]
     resolved = Directory(engine).resolve(
-        ReadingBatch(tenant="demo", source="test", received_at=T0, readings=readings)
+        ReadingBatch.from_readings(readings, tenant="demo", source="test", received_at=T0)
     )
     ReadingWriter(engine).write("interval", resolved.rows["interval"])
     engine.dispose()

@@ -142,9 +142,8 @@ async def test_gateway_readings_reach_the_bus(
     assert {batch.tenant for batch in collector.batches} == {TENANT}
     assert {batch.gateway for batch in collector.batches} == {"GW-0001"}
     assert {batch.source for batch in collector.batches} == {"mqtt-json"}
-    # The 50-meter uplink is too big for one bus message and arrives in parts.
-    assert len(collector.batches) > 2
-    assert f"mqtt-json:{TENANT}:GW-0001:1#1" in collector.msg_ids
+    # One bus message per uplink (a 50-meter day fits in one), ids derived from the gateway's seq.
+    assert sorted(collector.msg_ids) == [f"mqtt-json:{TENANT}:GW-0001:{seq}#0" for seq in (1, 2)]
 
     # Every value arrived as the simulator computed it.
     meter = gateway.meters[6]  # a gas meter
@@ -232,19 +231,46 @@ async def test_same_flow_with_gzip_and_events(
     assert len(collector.readings) == 2 * 96
 
 
+def test_a_lone_series_too_big_for_one_message_is_split_by_points() -> None:
+    (uplink,) = _gateway(1).uplinks(DAY, DAY + timedelta(days=1))
+    batch = uplink_to_batch(TENANT, uplink.gateway, uplink, DAY)
+    lone = batch.model_copy(update={"series": batch.series[:1], "events": []})
+    parts = split_batch(lone, max_bytes=1_000)
+    assert len(parts) > 4
+    assert all(len(part) <= 1_000 for part in parts)
+    assert [r for p in parts for r in ReadingBatch.from_bytes(p).readings] == lone.readings
+
+
+async def test_an_uplink_larger_than_a_bus_message_arrives_in_parts(
+    mqtt_url: str, prefix: str, bus: MemoryBus, collector: Collector
+) -> None:
+    listener = MqttGatewayListener(mqtt_url, prefix, bus, max_bus_message_bytes=50_000)
+    await listener.start()
+    try:
+        async with make_client(mqtt_url) as client:
+            await _gateway(20).publish_span(client, prefix, DAY, DAY + timedelta(days=1))
+        await _until(lambda: listener.stats.accepted == 1)
+        await bus.drain()
+    finally:
+        await listener.stop()
+    assert len(collector.msg_ids) > 2
+    assert f"mqtt-json:{TENANT}:GW-0001:1#1" in collector.msg_ids
+    assert len(collector.readings) == 20 * 2 * 96
+
+
 def test_large_batches_are_split_for_the_bus() -> None:
     gateway = _gateway(50)
     (uplink,) = gateway.uplinks(DAY, DAY + timedelta(days=1))
     batch = uplink_to_batch(TENANT, uplink.gateway, uplink, DAY)
-    assert len(batch.to_bytes()) > 1_000_000
+    assert len(batch.to_bytes()) > 300_000
 
-    parts = split_batch(batch, max_bytes=300_000)
-    assert len(parts) > 1
-    assert all(len(part) <= 300_000 for part in parts)
+    parts = split_batch(batch, max_bytes=100_000)
+    assert len(parts) > 3
+    assert all(len(part) <= 100_000 for part in parts)
     rebuilt = [ReadingBatch.from_bytes(part) for part in parts]
     assert [r for b in rebuilt for r in b.readings] == batch.readings
     assert [e for b in rebuilt for e in b.events] == batch.events
-    assert split_batch(batch, max_bytes=300_000) == parts  # deterministic, so part ids are stable
+    assert split_batch(batch, max_bytes=100_000) == parts  # deterministic, so part ids are stable
     assert split_batch(batch, max_bytes=10**9) == [batch.to_bytes()]
 
 

@@ -20,7 +20,7 @@ def _batch(codes: list[str], kind: str = "register") -> ReadingBatch:
         Reading(meter="E-000001", channel=code, ts=T0 + timedelta(hours=i), value=float(i), kind=kind)  # type: ignore[arg-type]
         for i, code in enumerate(codes)
     ]
-    return ReadingBatch(tenant="demo", source="test", received_at=T0, readings=readings)
+    return ReadingBatch.from_readings(readings, tenant="demo", source="test", received_at=T0)
 
 
 def test_concurrent_first_sight_creates_each_channel_once(engine: Engine) -> None:
@@ -67,11 +67,8 @@ def test_kind_conflict_and_unknown_meter_go_to_unknown(engine: Engine) -> None:
     directory.resolve(_batch(["1-0:1.8.0"]))
     clash = directory.resolve(_batch(["1-0:1.8.0"], kind="interval"))
     assert len(clash.unknown) == 1
-    stranger = ReadingBatch(
-        tenant="demo",
-        source="t",
-        received_at=T0,
-        readings=[Reading(meter="NOPE", channel="x", ts=T0, value=1.0)],
+    stranger = ReadingBatch.from_readings(
+        [Reading(meter="NOPE", channel="x", ts=T0, value=1.0)], tenant="demo", source="t", received_at=T0
     )
     assert len(directory.resolve(stranger).unknown) == 1
     other_tenant = stranger.model_copy(update={"tenant": "ghost"})

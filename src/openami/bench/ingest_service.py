@@ -60,8 +60,8 @@ def _messages(tenant: str, rows: int, meters: int, per_message: int) -> list[byt
     ]
     now = datetime.now(UTC)
     return [
-        ReadingBatch(
-            tenant=tenant, source="bench", received_at=now, readings=readings[i : i + per_message]
+        ReadingBatch.from_readings(
+            readings[i : i + per_message], tenant=tenant, source="bench", received_at=now
         ).to_bytes()
         for i in range(0, rows, per_message)
     ]

@@ -8,8 +8,10 @@ not know database ids; the ingest service resolves them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -35,21 +37,44 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Reading(_Frozen):
-    """One value of one channel of one meter at one instant (interval end for interval data)."""
+Meter = Annotated[str, Field(min_length=1, max_length=64)]
+#: (timestamp, value, quality): the instant (interval end for interval data), a finite value, and quality
+#: bit flags (0 = as measured; the VEE rules define the others).
+Point = tuple[AwareDatetime, Annotated[float, Field(allow_inf_nan=False)], Annotated[int, Field(ge=0)]]
 
-    meter: str = Field(min_length=1, max_length=64)
+
+class Series(_Frozen):
+    """The readings of one channel of one meter in a batch.
+
+    Points travel as tuples under one header (meter, channel, unit, kind) rather than one object per
+    reading: the header is resolved to a channel once per series, and decoding a tuple costs a fraction of
+    decoding a model, which is most of the ingest service's CPU.
+    """
+
+    meter: Meter
     channel: str = Field(min_length=1, max_length=64)
-    ts: AwareDatetime
-    value: float = Field(allow_inf_nan=False)
     unit: str = Field("", max_length=16)
     kind: ReadingKind = "interval"
     interval_s: int | None = Field(None, ge=1, le=86400 * 31)
-    quality: int = Field(0, ge=0, description="Bit flags, see openami.mdm.quality.")
+    points: list[Point] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One reading seen on its own: the flat view of a series point (for consumers and tests)."""
+
+    meter: str
+    channel: str
+    ts: datetime
+    value: float
+    unit: str = ""
+    kind: ReadingKind = "interval"
+    interval_s: int | None = None
+    quality: int = 0
 
 
 class MeterEvent(_Frozen):
-    meter: str = Field(min_length=1, max_length=64)
+    meter: Meter
     ts: AwareDatetime
     code: str = Field(min_length=1, max_length=64)
     severity: Literal["info", "warning", "alarm"] = "info"
@@ -63,8 +88,51 @@ class ReadingBatch(_Frozen):
     source: str = Field(min_length=1, max_length=32, description="Driver name, e.g. 'mqtt-json'.")
     gateway: str | None = Field(None, max_length=64)
     received_at: datetime
-    readings: list[Reading] = Field(default_factory=list)
+    series: list[Series] = Field(default_factory=list)
     events: list[MeterEvent] = Field(default_factory=list)
+
+    @property
+    def readings(self) -> list[Reading]:
+        """Every point of every series as a flat reading, in series order."""
+        return [
+            Reading(s.meter, s.channel, ts, value, s.unit, s.kind, s.interval_s, quality)
+            for s in self.series
+            for ts, value, quality in s.points
+        ]
+
+    @property
+    def reading_count(self) -> int:
+        return sum(len(s.points) for s in self.series)
+
+    @classmethod
+    def from_readings(
+        cls,
+        readings: Iterable[Reading],
+        *,
+        tenant: str,
+        source: str,
+        received_at: datetime,
+        gateway: str | None = None,
+        events: Sequence[MeterEvent] = (),
+    ) -> ReadingBatch:
+        """Group flat readings into series (by meter, channel, unit, kind, interval), keeping their order."""
+        grouped: dict[tuple[str, str, str, ReadingKind, int | None], list[Point]] = {}
+        for r in readings:
+            grouped.setdefault((r.meter, r.channel, r.unit, r.kind, r.interval_s), []).append(
+                (r.ts, r.value, r.quality)
+            )
+        series = [
+            Series(meter=m, channel=c, unit=u, kind=k, interval_s=i, points=points)
+            for (m, c, u, k, i), points in grouped.items()
+        ]
+        return cls(
+            tenant=tenant,
+            source=source,
+            gateway=gateway,
+            received_at=received_at,
+            series=series,
+            events=list(events),
+        )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()

@@ -92,24 +92,34 @@ def message_id(tenant: str, gateway: str, seq: int | None, payload: bytes) -> st
 def split_batch(batch: ReadingBatch, max_bytes: int = MAX_BUS_MESSAGE_BYTES) -> list[bytes]:
     """Serialise a batch as one or more bus messages of at most ``max_bytes`` each.
 
-    A gateway message may carry up to 200,000 readings (tens of MB as JSON) while bus messages are capped
-    at about 1 MiB. Splitting is deterministic, so a retransmitted uplink gives the same parts and the
-    same per-part message ids. A part with a single item is returned as is, whatever its size.
+    A gateway message may carry up to 200,000 readings (several MB as JSON) while bus messages are capped
+    at about 1 MiB. The batch is halved until the parts fit: its items (series, then events) first, and a
+    lone series by its points. Splitting is deterministic, so a retransmitted uplink gives the same parts
+    and the same per-part message ids. A single point or event is returned as is, whatever its size.
     """
     data = batch.to_bytes()
-    items = len(batch.readings) + len(batch.events)
-    if len(data) <= max_bytes or items <= 1:
+    halves = _halves(batch) if len(data) > max_bytes else None
+    if halves is None:
         return [data]
-    parts = min(items, -(-len(data) // max_bytes) + 1)  # one more than the estimate, so most fit first time
-    readings, events = batch.readings, batch.events
-    out: list[bytes] = []
-    for k in range(parts):
-        part_readings = readings[k * len(readings) // parts : (k + 1) * len(readings) // parts]
-        part_events = events[k * len(events) // parts : (k + 1) * len(events) // parts]
-        if part_readings or part_events:
-            part = batch.model_copy(update={"readings": part_readings, "events": part_events})
-            out.extend(split_batch(part, max_bytes))
-    return out
+    return [part for half in halves for part in split_batch(half, max_bytes)]
+
+
+def _halves(batch: ReadingBatch) -> tuple[ReadingBatch, ReadingBatch] | None:
+    series, events = batch.series, batch.events
+    items = len(series) + len(events)
+    if items > 1:
+        cut = items // 2  # index into series followed by events
+        first = {"series": series[:cut], "events": events[: max(0, cut - len(series))]}
+        second = {"series": series[cut:], "events": events[max(0, cut - len(series)) :]}
+        return batch.model_copy(update=first), batch.model_copy(update=second)
+    if series and len(series[0].points) > 1:
+        points = series[0].points
+        middle = len(points) // 2
+        return (
+            batch.model_copy(update={"series": [series[0].model_copy(update={"points": points[:middle]})]}),
+            batch.model_copy(update={"series": [series[0].model_copy(update={"points": points[middle:]})]}),
+        )
+    return None
 
 
 def _refused(code: int | ReasonCode) -> bool:
@@ -240,7 +250,7 @@ class MqttGatewayListener:
             reason = f"internal error: {type(exc).__name__}"
         else:
             self.stats.accepted += 1
-            self.stats.readings += len(batch.readings)
+            self.stats.readings += batch.reading_count
             self.stats.events += len(batch.events)
             return
         self.stats.rejected += 1

@@ -16,11 +16,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from openami.bus.messages import Reading, ReadingBatch
+from openami.bus.messages import ReadingBatch, Series
 from openami.store.readings import NewReading
 from openami.store.repositories import NewEvent, record_events
 from openami.store.repositories import ingest as lookups
@@ -41,7 +40,30 @@ class EventRow:
 class Resolved:
     rows: dict[str, list[NewReading]] = field(default_factory=lambda: {"interval": [], "register": []})
     events: list[EventRow] = field(default_factory=list)
-    unknown: list[Reading] = field(default_factory=list)
+    unknown: list[Series] = field(default_factory=list)
+
+
+class _OnDemand:
+    """A transaction opened only when a look-up misses the caches (most batches need no query at all)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    def __call__(self) -> Connection:
+        if self._conn is None:
+            self._conn = self._engine.connect()
+            self._conn.begin()
+        return self._conn
+
+    def __enter__(self) -> _OnDemand:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if self._conn is not None:
+            if exc_type is None:
+                self._conn.commit()
+            self._conn.close()
 
 
 class Directory:
@@ -54,25 +76,26 @@ class Directory:
         self._channels: dict[ChannelKey, ChannelInfo] = {}
 
     def resolve(self, batch: ReadingBatch) -> Resolved:
-        """Map a batch to rows with channel ids; readings that cannot be placed go to ``unknown``."""
+        """Map a batch to rows with channel ids; series that cannot be placed go to ``unknown``."""
         resolved = Resolved()
-        with self._engine.begin() as conn:
+        with _OnDemand(self._engine) as conn:
             tenant_id = self._tenant_id(conn, batch.tenant)
             if tenant_id is None:
-                resolved.unknown.extend(batch.readings)
+                resolved.unknown.extend(batch.series)
                 return resolved
-            serials = {r.meter for r in batch.readings} | {e.meter for e in batch.events}
+            serials = {s.meter for s in batch.series} | {e.meter for e in batch.events}
             meters = self._meter_ids(conn, tenant_id, serials)
-            channels = self._channel_ids(conn, tenant_id, meters, batch.readings)
+            channels = self._channel_ids(conn, tenant_id, meters, batch.series)
         source = batch.source
-        for reading in batch.readings:
-            meter_id = meters.get(reading.meter)
-            info = channels.get(ChannelKey(meter_id, reading.channel)) if meter_id else None
-            if info is None or info.kind != reading.kind:
-                resolved.unknown.append(reading)
+        for series in batch.series:
+            meter_id = meters.get(series.meter)
+            info = channels.get(ChannelKey(meter_id, series.channel)) if meter_id is not None else None
+            if info is None or info.kind != series.kind:
+                resolved.unknown.append(series)
                 continue
-            resolved.rows[info.kind].append(
-                NewReading(info.id, reading.ts, reading.value, reading.quality, source)
+            channel_id = info.id
+            resolved.rows[info.kind].extend(
+                [NewReading(channel_id, ts, value, quality, source) for ts, value, quality in series.points]
             )
         for event in batch.events:
             meter_id = meters.get(event.meter)
@@ -88,16 +111,16 @@ class Directory:
                 resolved.events.append(EventRow(tenant_id, new))
         return resolved
 
-    def _tenant_id(self, conn: Any, slug: str) -> int | None:
+    def _tenant_id(self, conn: _OnDemand, slug: str) -> int | None:
         if slug not in self._tenants:
-            found = lookups.tenant_ids(conn, [slug])
+            found = lookups.tenant_ids(conn(), [slug])
             if slug not in found:
                 return None
             with self._lock:
                 self._tenants[slug] = found[slug]
         return self._tenants[slug]
 
-    def _meter_ids(self, conn: Any, tenant_id: int, serials: set[str]) -> dict[str, int]:
+    def _meter_ids(self, conn: _OnDemand, tenant_id: int, serials: set[str]) -> dict[str, int]:
         now = time.monotonic()
         result: dict[str, int] = {}
         missing: set[str] = set()
@@ -108,7 +131,7 @@ class Directory:
             elif self._unknown_meters.get(key, 0.0) < now:
                 missing.add(serial)
         if missing:
-            found = lookups.meter_ids(conn, tenant_id, missing)
+            found = lookups.meter_ids(conn(), tenant_id, missing)
             with self._lock:
                 for serial in missing:
                     if serial in found:
@@ -118,21 +141,21 @@ class Directory:
         return result
 
     def _channel_ids(
-        self, conn: Any, tenant_id: int, meters: dict[str, int], readings: list[Reading]
+        self, conn: _OnDemand, tenant_id: int, meters: dict[str, int], series: list[Series]
     ) -> dict[ChannelKey, ChannelInfo]:
-        firsts: dict[ChannelKey, Reading] = {}
-        for reading in readings:
-            meter_id = meters.get(reading.meter)
+        firsts: dict[ChannelKey, Series] = {}
+        for one in series:
+            meter_id = meters.get(one.meter)
             if meter_id is not None:
-                firsts.setdefault(ChannelKey(meter_id, reading.channel), reading)
+                firsts.setdefault(ChannelKey(meter_id, one.channel), one)
         result = {key: self._channels[key] for key in firsts if key in self._channels}
         missing = [key for key in firsts if key not in result]
         if missing:
-            found = lookups.channels(conn, missing)
+            found = lookups.channels(conn(), missing)
             new = [key for key in missing if key not in found]
             if new:
                 lookups.create_channels(
-                    conn,
+                    conn(),
                     [
                         {
                             "tenant_id": tenant_id,
@@ -145,7 +168,7 @@ class Directory:
                         for key in new
                     ],
                 )
-                found.update(lookups.channels(conn, new))
+                found.update(lookups.channels(conn(), new))
             with self._lock:
                 self._channels.update(found)
             result.update(found)

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from openami.bus.base import Bus, Message, SubscribeOptions, Subscription
-from openami.bus.messages import READINGS_SUBJECT, Reading, ReadingBatch
+from openami.bus.messages import READINGS_SUBJECT, ReadingBatch, Series
 from openami.mdm.directory import Directory, EventRow
 from openami.observability.metrics import Metrics
 from openami.store.readings import NewReading, ReadingWriter, WriteResult
@@ -124,7 +124,7 @@ class IngestService:
         resolved = await asyncio.to_thread(self.directory.resolve, batch)
         self.totals.messages += 1
         if resolved.unknown:
-            self.totals.rejected += len(resolved.unknown)
+            self.totals.rejected += sum(len(s.points) for s in resolved.unknown)
             await asyncio.to_thread(self._keep_unknown, batch, resolved.unknown)
         if not (resolved.rows["interval"] or resolved.rows["register"] or resolved.events):
             return
@@ -134,15 +134,15 @@ class IngestService:
             # The store is failing (down, full, locked): back off and let the bus redeliver.
             await message.nak(delay_s=min(30.0, 0.5 * 2**message.delivery))
 
-    def _keep_unknown(self, batch: ReadingBatch, unknown: list[Reading]) -> None:
-        """Readings of meters the tenant does not know go to rejected_message, not to the bin."""
+    def _keep_unknown(self, batch: ReadingBatch, unknown: list[Series]) -> None:
+        """Series of meters the tenant does not know go to rejected_message, not to the bin."""
         for kind in ("interval", "register"):
-            count = sum(1 for r in unknown if r.kind == kind)
+            count = sum(len(s.points) for s in unknown if s.kind == kind)
             if count:
                 self._metrics.readings.labels(kind=kind, outcome="rejected").inc(count)
-        meters = sorted({r.meter for r in unknown})
+        meters = sorted({s.meter for s in unknown})
         reason = f"unknown meters ({len(meters)}): " + ", ".join(meters[:20])
-        payload = json.dumps([r.model_dump(mode="json") for r in unknown]).encode()
+        payload = json.dumps([s.model_dump(mode="json") for s in unknown]).encode()
         self.directory.keep_rejected(batch.tenant, batch.source, reason, payload)
 
     def _enqueue(self, rows: dict[str, list[NewReading]], events: list[EventRow]) -> asyncio.Future[None]:

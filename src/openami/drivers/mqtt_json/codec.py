@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -30,7 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from openami.bus.messages import MeterEvent, Reading, ReadingBatch, ReadingKind
+from openami.bus.messages import MeterEvent, ReadingBatch, ReadingKind
+from openami.bus.messages import Series as BusSeries
 from openami.drivers.errors import DriverError
 from openami.drivers.mqtt_json.spec import DRIVER_SPEC
 
@@ -202,28 +202,27 @@ def parse_uplink(payload: bytes) -> UplinkV1:
         raise GatewayPayloadError(_reason(exc)) from None
 
 
-def _series_readings(meter: str, series: TimedSeries | CompactSeries) -> Iterator[Reading]:
-    """The readings of one series; compact gaps (``null``) produce no reading at all."""
-    interval_s = series.interval_s if series.kind == "interval" else None
+def _bus_series(meter: str, series: TimedSeries | CompactSeries) -> BusSeries | None:
+    """One wire series as a bus series; compact gaps (``null``) produce no point, an all-gap series none."""
     if isinstance(series, CompactSeries):
         start, step = series.start.astimezone(UTC), timedelta(seconds=series.interval_s)
-        stamped = ((start + (i + 1) * step, value, 0) for i, value in enumerate(series.values))
+        points = [
+            (start + (i + 1) * step, value, 0) for i, value in enumerate(series.values) if value is not None
+        ]
     else:
-        stamped = (
+        points = [
             (item[0].astimezone(UTC), item[1], item[2] if len(item) == 3 else 0) for item in series.values
-        )
-    for ts, value, quality in stamped:
-        if value is not None:
-            yield Reading(
-                meter=meter,
-                channel=series.channel,
-                ts=ts,
-                value=value,
-                unit=series.unit,
-                kind=series.kind,
-                interval_s=interval_s,
-                quality=quality,
-            )
+        ]
+    if not points:
+        return None
+    return BusSeries.model_construct(  # every field was validated as part of the uplink
+        meter=meter,
+        channel=series.channel,
+        unit=series.unit,
+        kind=series.kind,
+        interval_s=series.interval_s if series.kind == "interval" else None,
+        points=points,
+    )
 
 
 def uplink_to_batch(tenant: str, gateway: str, uplink: UplinkV1, received_at: datetime) -> ReadingBatch:
@@ -232,11 +231,11 @@ def uplink_to_batch(tenant: str, gateway: str, uplink: UplinkV1, received_at: da
         raise GatewayPayloadError(
             f"gateway {uplink.gateway!r} in the body does not match {gateway!r} in the topic"
         )
-    readings = [
-        reading
+    series = [
+        converted
         for meter in uplink.meters
-        for series in meter.series
-        for reading in _series_readings(meter.id, series)
+        for wire in meter.series
+        if (converted := _bus_series(meter.id, wire)) is not None
     ]
     events = [
         MeterEvent(
@@ -254,7 +253,7 @@ def uplink_to_batch(tenant: str, gateway: str, uplink: UplinkV1, received_at: da
         source=DRIVER_SPEC.name,
         gateway=gateway,
         received_at=received_at,
-        readings=readings,
+        series=series,
         events=events,
     )
 
