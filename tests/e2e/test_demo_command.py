@@ -67,8 +67,9 @@ def test_demo_serves_health_and_stops_cleanly(tmp_path: Path, free_port: int, st
 
 
 def test_demo_once_prints_a_summary(tmp_path: Path, free_port: int) -> None:
+    # 0.1 days is 2.4 hours: not a whole number of quarter hours, which the back-fill must round.
     result = subprocess.run(
-        [*OPENAMI, "demo", "--once", "--days", "0.25"],
+        [*OPENAMI, "demo", "--once", "--days", "0.1"],
         cwd=tmp_path,
         env=_env(tmp_path, free_port),
         capture_output=True,

@@ -103,6 +103,10 @@ async def test_simulated_meter_data_comes_back_out_of_the_api(platform: Platform
     def api_check() -> list[float]:
         with TestClient(build_web_app(platform)) as api:
             assert api.get("/health").json()["status"] == "ok"
+            landing = api.get("/")
+            assert landing.headers["content-type"].startswith("text/html")
+            assert "OpenAMI" in landing.text
+            assert ">ok<" in landing.text
             metrics = api.get("/metrics").text
             assert 'openami_readings_ingested_total{kind="interval",outcome="inserted"} 192.0' in metrics
             assert 'openami_mqtt_uplinks_total{outcome="rejected"} 0.0' in metrics

@@ -73,7 +73,7 @@ async def backfill(
     """Publish ``days`` of history from every gateway through MQTT and wait until all of it is stored."""
     gateways = virtual_gateways(layout)
     end = _floor(datetime.now(UTC), INTERVAL)
-    start = end - timedelta(days=days)
+    start = _floor(end - timedelta(days=days), INTERVAL)
     before = platform.ingest.totals.messages
     assert platform.listener is not None
     handled_before = _handled(platform)

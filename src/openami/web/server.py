@@ -11,12 +11,15 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
 
+from openami import __version__
 from openami.api.app import create_api
 from openami.api.deps import ApiContext
 from openami.app import Platform
@@ -37,7 +40,24 @@ def build_web_app(platform: Platform) -> FastAPI:
         metrics_text=platform.metrics.exposition,
         health=platform.health,
     )
-    return create_api(context)
+    app = create_api(context)
+    app.add_api_route("/", _landing_page(platform), methods=["GET"], include_in_schema=False)
+    return app
+
+
+_templates = Environment(loader=PackageLoader("openami.web"), autoescape=select_autoescape())
+
+
+def _landing_page(platform: Platform) -> Callable[[], HTMLResponse]:
+    """The page a browser gets at the server's root: status and where to go next."""
+
+    def landing() -> HTMLResponse:
+        health = platform.health()
+        parts = [(k, v) for k, v in health.items() if k not in ("status", "version")]
+        page = _templates.get_template("index.html").render(version=__version__, health=health, parts=parts)
+        return HTMLResponse(page)
+
+    return landing
 
 
 class _Server(uvicorn.Server):
