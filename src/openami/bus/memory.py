@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from openami.bus.base import BusError, BusStats, Handler, SubscribeOptions
+from openami.bus.delivery import run_handler
 
 logger = logging.getLogger(__name__)
 
@@ -353,34 +354,19 @@ class _MemorySubscription:
         if delivery > 1:
             stats.redelivered += 1
         try:
-            async with asyncio.timeout(consumer.ack_wait_s):
-                await self._handler(msg)
-        except TimeoutError:
-            logger.warning(
-                "handler for %s (durable %s) exceeded ack_wait %.1fs on delivery %d; cancelled",
-                entry.subject,
-                consumer.durable,
-                consumer.ack_wait_s,
-                delivery,
+            await run_handler(
+                self._handler,
+                msg,
+                durable=consumer.durable,
+                ack_wait_s=consumer.ack_wait_s,
+                retry_delay_s=self._bus.retry_delay_s,
             )
-            await msg.nak(self._bus.retry_delay_s)
-        except Exception:
-            logger.warning(
-                "handler for %s (durable %s) failed on delivery %d",
-                entry.subject,
-                consumer.durable,
-                delivery,
-                exc_info=True,
-            )
-            await msg.nak(self._bus.retry_delay_s)
         except BaseException:
             # Cancelled from outside (event loop shutdown): hand the message back instead of leaking it.
             if not msg.settled:
                 msg.settled = True
                 consumer.retry(entry, delivery, 0.0)
             raise
-        else:
-            await msg.ack()
 
     async def stop(self) -> None:
         """Stop taking messages; handlers already running finish and settle first."""

@@ -41,6 +41,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from openami.bus.base import BusError, BusStats, BusUnavailable, Handler, SubscribeOptions
+from openami.bus.delivery import run_handler
 from openami.bus.memory import MSG_ID_HEADER, check_options, check_pattern, check_subject
 
 logger = logging.getLogger(__name__)
@@ -210,29 +211,13 @@ class _NatsSubscription:
         if delivery > 1:
             self.stats.redelivered += 1
         try:
-            try:
-                async with asyncio.timeout(self._options.ack_wait_s):
-                    await self._handler(msg)
-            except TimeoutError:
-                logger.warning(
-                    "handler for %s (durable %s) exceeded ack_wait %.1fs on delivery %d; cancelled",
-                    msg.subject,
-                    self.durable,
-                    self._options.ack_wait_s,
-                    delivery,
-                )
-                await msg.nak(self.bus.retry_delay_s)
-            except Exception:
-                logger.warning(
-                    "handler for %s (durable %s) failed on delivery %d",
-                    msg.subject,
-                    self.durable,
-                    delivery,
-                    exc_info=True,
-                )
-                await msg.nak(self.bus.retry_delay_s)
-            else:
-                await msg.ack()
+            await run_handler(
+                self._handler,
+                msg,
+                durable=self.durable,
+                ack_wait_s=self._options.ack_wait_s,
+                retry_delay_s=self.bus.retry_delay_s,
+            )
         except BusError as exc:
             logger.warning(
                 "could not settle %s (the server will redeliver after ack_wait): %s", msg.subject, exc
