@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import Engine, text
 
@@ -23,6 +24,7 @@ from openami.mdm.ingest import IngestService
 from openami.observability.metrics import Metrics
 from openami.store.engine import make_engine
 from openami.store.migrate import upgrade
+from openami.transports.mqtt import parse_mqtt_url
 from openami.transports.mqtt_broker import EmbeddedBroker
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,13 @@ class Platform:
             return self.broker.url
         return self.settings.mqtt_url
 
+    @property
+    def bus_name(self) -> str:
+        """The bus for logs: its kind and hosts, never credentials."""
+        if self.settings.bus_url == "memory":
+            return "memory"
+        return ",".join(urlsplit(u.strip()).hostname or "?" for u in self.settings.bus_url.split(","))
+
     def migrate(self) -> None:
         upgrade(self.engine)
 
@@ -88,7 +97,9 @@ class Platform:
                 "outcome",
                 lambda: _uplink_counts(listener),
             )
-        log.info("platform started", extra={"mqtt": self.mqtt_url, "bus": self.settings.bus_url})
+        log.info(
+            "platform started", extra={"mqtt": parse_mqtt_url(self.mqtt_url).display, "bus": self.bus_name}
+        )
 
     async def stop(self) -> None:
         """Reverse order: stop intake first, then flush what was accepted, then close the pipes."""

@@ -1,7 +1,8 @@
 """One typed Settings object for the whole platform.
 
 Values come, highest priority first, from keyword arguments, ``OPENAMI_*`` environment variables, an
-optional TOML file (``OPENAMI_CONFIG`` or ``./openami.toml``) and the embedded defaults below. The
+optional TOML file (``OPENAMI_CONFIG`` or ``./openami.toml``), a secrets directory (``OPENAMI_SECRETS_DIR``,
+one file per setting) and the embedded defaults below. The
 defaults run on a fresh laptop with nothing installed: SQLite under ``./var/``, the in-process bus and an
 embedded MQTT broker. Every port we listen on is a setting, because the machines we run on often have the
 standard ports (1883, 8000, 4059) taken by other software.
@@ -31,7 +32,7 @@ def _config_file() -> Path:
 class Settings(BaseSettings):
     """Everything an OpenAMI process needs to know to build itself (see ``openami.app``)."""
 
-    model_config = SettingsConfigDict(env_prefix="OPENAMI_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="OPENAMI_", extra="ignore", case_sensitive=False)
 
     data_dir: Path = Field(Path("var"), description="Where embedded defaults keep their files.")
     database_url: str = Field(
@@ -91,9 +92,16 @@ class Settings(BaseSettings):
         path = _config_file()
         if path.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        sources.append(file_secret_settings)
         return tuple(sources)
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build Settings from the environment and the TOML file, with explicit overrides on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Build Settings from the environment, the TOML file and the secrets directory, overrides on top.
+
+    Credentials travel inside URLs (database, bus, MQTT). Rather than putting them in the environment or
+    the TOML file, operators can leave one file per setting in ``OPENAMI_SECRETS_DIR`` (for example
+    ``/run/secrets/openami_database_url``), as container orchestrators mount secrets.
+    """
+    secrets_dir = os.environ.get("OPENAMI_SECRETS_DIR") or None
+    return Settings(_secrets_dir=secrets_dir, **{k: v for k, v in overrides.items() if v is not None})

@@ -62,3 +62,13 @@ def test_bad_values_are_refused_with_the_field_named(field: str, value: object) 
     with pytest.raises(ValidationError) as caught:
         Settings(**{field: value})
     assert caught.value.errors()[0]["loc"] == (field,)
+
+
+def test_secrets_directory_supplies_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "openami_database_url").write_text("postgresql+psycopg://openami:s3cret@db/openami\n")
+    monkeypatch.setenv("OPENAMI_SECRETS_DIR", str(secrets))
+    assert load_settings().database_url == "postgresql+psycopg://openami:s3cret@db/openami"
+    monkeypatch.setenv("OPENAMI_DATABASE_URL", "sqlite:///x.sqlite3")
+    assert load_settings().database_url == "sqlite:///x.sqlite3"  # the environment still wins
