@@ -71,7 +71,18 @@ class Platform:
     def migrate(self) -> None:
         upgrade(self.engine)
 
-    async def start(self, *, listen_mqtt: bool = True) -> None:
+    async def start(self) -> None:
+        """Bring the parts up in dependency order; if one fails, the ones already up are stopped again."""
+        try:
+            await self._start_parts()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info(
+            "platform started", extra={"mqtt": parse_mqtt_url(self.mqtt_url).display, "bus": self.bus_name}
+        )
+
+    async def _start_parts(self) -> None:
         await asyncio.to_thread(self.migrate)
         await self.bus.start()
         self._started.append("bus")
@@ -84,21 +95,14 @@ class Platform:
         if self.broker is not None:
             await self.broker.start()
             self._started.append("broker")
-        if listen_mqtt:
-            self.listener = MqttGatewayListener(
-                self.mqtt_url, self.settings.mqtt_topic_prefix, self.bus, on_rejected=self._keep_rejected
-            )
-            await self.listener.start()
-            self._started.append("listener")
-            listener = self.listener
-            self.metrics.track_counters(
-                "openami_mqtt_uplinks",
-                "Gateway uplinks by outcome.",
-                "outcome",
-                lambda: _uplink_counts(listener),
-            )
-        log.info(
-            "platform started", extra={"mqtt": parse_mqtt_url(self.mqtt_url).display, "bus": self.bus_name}
+        listener = MqttGatewayListener(
+            self.mqtt_url, self.settings.mqtt_topic_prefix, self.bus, on_rejected=self._keep_rejected
+        )
+        await listener.start()
+        self.listener = listener
+        self._started.append("listener")
+        self.metrics.track_counters(
+            "openami_mqtt_uplinks", "Gateway uplinks by outcome.", "outcome", lambda: _uplink_counts(listener)
         )
 
     async def stop(self) -> None:

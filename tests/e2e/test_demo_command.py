@@ -82,20 +82,28 @@ def test_demo_once_prints_a_summary(tmp_path: Path, free_port: int) -> None:
     assert "300 / 7" in result.stdout  # meters / gateways
 
 
-def test_taken_web_port_is_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "setting"),
+    [(["demo"], "OPENAMI_WEB_PORT"), (["demo", "--once"], "OPENAMI_MQTT_EMBEDDED_PORT")],
+)
+def test_taken_port_is_one_clear_line(
+    tmp_path: Path, free_port: int, command: list[str], setting: str
+) -> None:
+    """Whatever holds the port, start-up stops at once with the setting to change, and cleans up."""
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
-        port = holder.getsockname()[1]
+        env = _env(tmp_path, free_port)
+        env[setting] = str(holder.getsockname()[1])
         result = subprocess.run(
-            [*OPENAMI, "demo"],
+            [*OPENAMI, *command],
             cwd=tmp_path,
-            env=_env(tmp_path, port),
+            env=env,
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
     assert result.returncode == 1
-    assert "address already in use (set OPENAMI_WEB_PORT)" in result.stderr
+    assert f"address already in use (set {setting})" in result.stderr
     assert "Traceback" not in result.stderr

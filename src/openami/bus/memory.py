@@ -445,7 +445,8 @@ class MemoryBus:
     async def _wait_progress(self, timeout_s: float) -> None:
         self._settled.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancellation on 3.11
+                await self._settled.wait()
 
     async def publish(
         self,

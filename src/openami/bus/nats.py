@@ -304,8 +304,8 @@ class NatsBus:
             return
         nc = Client()
         try:
-            await asyncio.wait_for(
-                nc.connect(
+            async with asyncio.timeout(self.connect_timeout_s):  # not wait_for: see openami.bus.memory
+                await nc.connect(
                     servers=self._servers,
                     name="openami",
                     connect_timeout=math.ceil(self.connect_timeout_s),  # per attempt; nats-py wants int
@@ -313,9 +313,7 @@ class NatsBus:
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
-                ),
-                self.connect_timeout_s,
-            )
+                )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             reason = nc.last_error or exc
             await nc.close()

@@ -83,6 +83,7 @@ class IngestService:
         self._flusher: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
         self._stopping = False
+        self._closed = False
         self.totals = IngestTotals()
         metrics.track_queue("ingest_buffer", lambda: float(self._pending.size()))
 
@@ -103,11 +104,12 @@ class IngestService:
         self._stopping = True
         self._wake.set()
         if self._subscription is not None:
-            await self._subscription.stop()
+            await self._subscription.stop()  # in-flight handlers finish; the flusher writes their rows
             self._subscription = None
+        self._closed = True
+        self._wake.set()
         if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
+            await self._flusher  # ends after its last flush; never cancelled (see _flush_loop)
             self._flusher = None
         await self._flush()
 
@@ -157,9 +159,15 @@ class IngestService:
         return waiter
 
     async def _flush_loop(self) -> None:
-        while True:
+        """Flush every ``flush_ms``, or at once when woken, until stop() closes the loop.
+
+        Stopped by a flag rather than by cancellation: on Python 3.11 a cancellation that arrives as the
+        wait completes can be lost, which would leave stop() waiting for ever.
+        """
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._flush_s)
+                async with asyncio.timeout(self._flush_s):
+                    await self._wake.wait()
             self._wake.clear()
             await self._flush()
 
