@@ -72,6 +72,15 @@ def test_db_upgrade_and_init_then_duplicate_init_fails_cleanly(db: str) -> None:
     args = ["init", "--tenant", "acme", "--name", "Acme", "--admin", "root", "--password", "s3cret-passw0rd"]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
+    from sqlalchemy import select
+
+    from openami.store.schema import audit_log
+
+    engine = make_engine(db)
+    with engine.connect() as conn:
+        actions = [r.action for r in conn.execute(select(audit_log.c.action).order_by(audit_log.c.id))]
+    engine.dispose()
+    assert actions == ["tenant.create", "user.create"]
     again = runner.invoke(app, args)
     assert again.exit_code == 1
     assert again.output.count("\n") == 1 and "error:" in again.output and "acme" in again.output

@@ -10,8 +10,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, select
 
+from openami.security.audit import AuditLog
 from openami.security.errors import InvalidInput
-from openami.security.service import User, UserService, _user
+from openami.security.service import User, UserService, user_from_row
 from openami.store import schema
 from openami.store.errors import Conflict
 from openami.store.repositories import tenants
@@ -35,6 +36,7 @@ def create_tenant_with_admin(
     try:
         with engine.begin() as conn:
             tenant = tenants.create(conn, {"slug": slug, "name": name, "timezone": timezone})
+            AuditLog().append(conn, tenant.id, ACTOR, "tenant.create", "tenant", tenant.id, {"slug": slug})
     except Conflict:
         raise Conflict(f"tenant {slug!r} already exists") from None
     return UserService(engine).create_user(
@@ -63,7 +65,7 @@ def list_users(engine: Engine, tenant: str) -> list[User]:
             .where(schema.app_user.c.tenant_id == tenant_id)
             .order_by(schema.app_user.c.username)
         ).mappings()
-        return [_user(dict(row)) for row in rows]
+        return [user_from_row(dict(row)) for row in rows]
 
 
 def _find(engine: Engine, tenant_id: int, username: str) -> User | None:
@@ -77,4 +79,4 @@ def _find(engine: Engine, tenant_id: int, username: str) -> User | None:
             .mappings()
             .first()
         )
-    return _user(dict(row)) if row else None
+    return user_from_row(dict(row)) if row else None

@@ -90,7 +90,8 @@ class User:
     created_at: datetime
 
 
-def _user(row: dict[str, Any]) -> User:
+def user_from_row(row: dict[str, Any]) -> User:
+    """A stored ``app_user`` row as a User: every column but the password hash."""
     return User(**{k: v for k, v in row.items() if k != "password_hash"})
 
 
@@ -140,7 +141,7 @@ class UserService:
         with self._engine.begin() as conn:
             if customer_id is not None and customers.find(conn, Scope(tenant_id), customer_id) is None:
                 raise InvalidReference(f"customer_id {customer_id} does not exist")
-            user = _user(insert_returning(conn, app_user, values, "user"))
+            user = user_from_row(insert_returning(conn, app_user, values, "user"))
             detail = {"username": username, "role": role, "is_platform_admin": is_platform_admin}
             self._audit.append(conn, tenant_id, actor, "user.create", "user", user.id, detail)
         return user
