@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 
 from openami.bus.base import Bus, Message, SubscribeOptions, Subscription
 from openami.bus.messages import READINGS_SUBJECT, ReadingBatch, Series
-from openami.mdm.directory import Directory, EventRow
+from openami.mdm.directory import Directory, EventRow, Resolved
 from openami.observability.metrics import Metrics
 from openami.store.readings import NewReading, ReadingWriter, WriteResult
 
@@ -115,7 +115,7 @@ class IngestService:
 
     async def _handle(self, message: Message) -> None:
         try:
-            batch = ReadingBatch.from_bytes(message.data)
+            batch, resolved = await asyncio.to_thread(self._decode_and_resolve, message.data)
         except ValidationError as exc:
             # A message that can never decode must not be redelivered forever: keep it and ack.
             self._metrics.readings.labels(kind="unknown", outcome="rejected").inc()
@@ -123,7 +123,6 @@ class IngestService:
                 self.directory.keep_rejected, None, "bus", f"undecodable bus message: {exc}", message.data
             )
             return
-        resolved = await asyncio.to_thread(self.directory.resolve, batch)
         self.totals.messages += 1
         if resolved.unknown:
             self.totals.rejected += sum(len(s.points) for s in resolved.unknown)
@@ -135,6 +134,11 @@ class IngestService:
         except Exception:
             # The store is failing (down, full, locked): back off and let the bus redeliver.
             await message.nak(delay_s=min(30.0, 0.5 * 2**message.delivery))
+
+    def _decode_and_resolve(self, data: bytes) -> tuple[ReadingBatch, Resolved]:
+        """Decode and resolve in a worker thread: both cost CPU the event loop should not spend."""
+        batch = ReadingBatch.from_bytes(data)
+        return batch, self.directory.resolve(batch)
 
     def _keep_unknown(self, batch: ReadingBatch, unknown: list[Series]) -> None:
         """Series of meters the tenant does not know go to rejected_message, not to the bin."""
