@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from openami import __version__
 from openami.api.deps import ApiContext
 from openami.api.middleware import BodySizeLimitMiddleware, SecurityHeadersMiddleware
-from openami.api.problems import install_problem_handlers
+from openami.api.problems import document_problems, install_problem_handlers
 from openami.api.routes import (
     accounts,
     auth,
@@ -44,6 +44,7 @@ def create_api(services: ApiContext) -> FastAPI:
     )
     app.state.context = services
     install_problem_handlers(app)
+    document_problems(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(SecurityHeadersMiddleware)  # added last = outermost: also marks the 413s
     for module in (health, auth, tenants, customers, accounts, service_points, gateways, meters, channels):

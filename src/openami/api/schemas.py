@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from openami.api.pagination import ListQuery
+from openami.bus.messages import DEVICE_ID_PATTERN, TENANT_SLUG_PATTERN
+from openami.tz import check_timezone
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -44,6 +46,7 @@ Key64 = Annotated[str, StringConstraints(min_length=1, max_length=64), _Clean]
 Name200 = Annotated[str, StringConstraints(min_length=1, max_length=200), _Clean]
 Label120 = Annotated[str, StringConstraints(max_length=120), _Clean]
 Address = Annotated[str, StringConstraints(max_length=2000), _Clean]
+DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]
 Slug16 = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,15}$")]
 Slug32 = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")]
 Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")]
@@ -60,9 +63,9 @@ class Body(BaseModel):
 
 
 class TenantIn(Body):
-    slug: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
+    slug: Annotated[str, StringConstraints(pattern=TENANT_SLUG_PATTERN)]
     name: Name200
-    timezone: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_+/-]{1,64}$")] = "UTC"
+    timezone: Annotated[str, StringConstraints(max_length=64), AfterValidator(check_timezone)] = "UTC"
     currency: Currency = "EUR"
 
 
@@ -114,7 +117,7 @@ class ServicePointQuery(ListQuery):
 
 
 class GatewayIn(Body):
-    ident: Key64
+    ident: DeviceId
     kind: GatewayKind = "gateway"
     model: Label120 = ""
     protocol: Slug32 = "mqtt-json"

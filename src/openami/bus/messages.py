@@ -23,6 +23,8 @@ ReadingKind = Literal["interval", "register"]
 #: Tenant slugs become bus subject tokens (``readings.<tenant>``) and MQTT topic levels, so no dots,
 #: slashes or wildcards: lower-case letters, digits, ``_`` and ``-``.
 TENANT_SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+#: Gateway and concentrator ids: one MQTT topic level, no wildcards or spaces, safe in file names.
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 def readings_subject(tenant: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -54,11 +55,12 @@ class DemoSummary:
 
 
 def virtual_gateways(layout: DemoLayout) -> list[VirtualGateway]:
-    """One virtual gateway per seeded gateway, each meter seeded by its serial (stable across runs)."""
+    """One virtual gateway per seeded gateway; each meter's data is seeded by its serial, so it is the
+    same on every run and does not change when the layout grows."""
     by_gateway: dict[str, list[SimMeter]] = {}
-    for index, meter in enumerate(layout.meters):
-        medium = cast(Medium, meter.medium)
-        by_gateway.setdefault(meter.gateway, []).append(SimMeter(meter.serial, medium, seed=index + 1))
+    for meter in layout.meters:
+        sim = SimMeter(meter.serial, cast(Medium, meter.medium), seed=zlib.crc32(meter.serial.encode()))
+        by_gateway.setdefault(meter.gateway, []).append(sim)
     return [VirtualGateway(gw, DEMO_TENANT, meters) for gw, meters in sorted(by_gateway.items())]
 
 

@@ -15,7 +15,6 @@ demo in seconds; it is idempotent (a second run finds the tenant and does nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +48,15 @@ class DemoMeter:
 
 
 @dataclass(frozen=True)
+class Household:
+    code: str
+    address: str
+    building: str | None
+    gateway: str
+    meters: tuple[DemoMeter, ...]
+
+
+@dataclass(frozen=True)
 class DemoLayout:
     tenant_id: int
     meters: list[DemoMeter]
@@ -56,6 +64,32 @@ class DemoLayout:
     @property
     def gateways(self) -> list[str]:
         return sorted({m.gateway for m in self.meters})
+
+
+def households() -> list[Household]:
+    """The demo's households with their gateway and meters: a pure function, so the seed and the
+    simulator agree on every serial without reading the database (which users may add to)."""
+    rows: list[tuple[str, str, str | None, tuple[str, ...]]] = [
+        (f"B{b:02d}-A{a:02d}", f"Linden Court {b}, apt {a}", f"B{b:02d}", APARTMENT_UTILITIES)
+        for b in range(1, BUILDINGS + 1)
+        for a in range(1, APARTMENTS_PER_BUILDING + 1)
+    ]
+    rows += [(f"H{h:03d}", f"{h} Meadow Lane", None, HOUSE_UTILITIES) for h in range(1, HOUSES + 1)]
+    counters = dict.fromkeys(SERIAL_PREFIX, 0)
+    street_counts: list[int] = []
+    result = []
+    for code, address, building, utilities in rows:
+        if building is None:
+            if not street_counts or street_counts[-1] + len(utilities) > METERS_PER_STREET_GATEWAY:
+                street_counts.append(0)
+            street_counts[-1] += len(utilities)
+        gateway = f"GW-{building}" if building else f"GW-S{len(street_counts):02d}"
+        meters = []
+        for utility in utilities:
+            counters[utility] += 1
+            meters.append(DemoMeter(f"{SERIAL_PREFIX[utility]}-{counters[utility]:06d}", utility, gateway))
+        result.append(Household(code, address, building, gateway, tuple(meters)))
+    return result
 
 
 def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
@@ -66,58 +100,42 @@ def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[
     return [row.id for row in result]
 
 
-def _households() -> Iterable[tuple[str, str, str | None, tuple[str, ...]]]:
-    """(household code, address, building code or None, utilities) for every household."""
-    for b in range(1, BUILDINGS + 1):
-        for a in range(1, APARTMENTS_PER_BUILDING + 1):
-            yield f"B{b:02d}-A{a:02d}", f"Linden Court {b}, apt {a}", f"B{b:02d}", APARTMENT_UTILITIES
-    for h in range(1, HOUSES + 1):
-        yield f"H{h:03d}", f"{h} Meadow Lane", None, HOUSE_UTILITIES
-
-
 def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
-    """Create the demo tenant if missing and return its meters and gateways."""
+    """Create the demo tenant if missing and return the meters the simulator should play."""
     now = now or datetime.now(UTC)
+    layout = households()
     with engine.begin() as conn:
         tenant_id = conn.execute(
             select(schema.tenant.c.id).where(schema.tenant.c.slug == DEMO_TENANT)
         ).scalar()
         if tenant_id is None:
-            tenant_id = _create(conn, now)
-        return _layout(conn, tenant_id)
+            tenant_id = _create(conn, layout, now)
+    return DemoLayout(int(tenant_id), [meter for household in layout for meter in household.meters])
 
 
-def _create(conn: Connection, now: datetime) -> int:
+def _create(conn: Connection, layout: list[Household], now: datetime) -> int:
     (tenant_id,) = _insert(
         conn,
         schema.tenant,
         [{"slug": DEMO_TENANT, "name": "Demo Utility", "timezone": "Europe/Berlin", "currency": "EUR"}],
     )
     t = {"tenant_id": tenant_id}
-    households = list(_households())
-    buildings = sorted({b for _, _, b, _ in households if b})
+    buildings = sorted({h.building for h in layout if h.building})
     building_ids = dict(
         zip(
             buildings,
             _insert(
                 conn,
                 schema.service_point,
-                [{**t, "code": b, "kind": "building", "address": f"Linden Court {b[1:]}"} for b in buildings],
+                [
+                    {**t, "code": b, "kind": "building", "address": f"Linden Court {int(b[1:])}"}
+                    for b in buildings
+                ],
             ),
             strict=True,
         )
     )
-    gateway_of: dict[str, str] = {}
-    street_counts: list[int] = []
-    for code, _, building, utilities in households:
-        if building:
-            gateway_of[code] = f"GW-{building}"
-            continue
-        if not street_counts or street_counts[-1] + len(utilities) > METERS_PER_STREET_GATEWAY:
-            street_counts.append(0)
-        street_counts[-1] += len(utilities)
-        gateway_of[code] = f"GW-S{len(street_counts):02d}"
-    gateway_names = sorted(set(gateway_of.values()))
+    gateway_names = sorted({h.gateway for h in layout})
     gateway_ids = dict(
         zip(
             gateway_names,
@@ -136,45 +154,48 @@ def _create(conn: Connection, now: datetime) -> int:
         conn,
         schema.customer,
         [
-            {**t, "number": f"C-{code}", "name": f"Household {code}", "email": f"{code.lower()}@example.org"}
-            for code, _, _, _ in households
+            {
+                **t,
+                "number": f"C-{h.code}",
+                "name": f"Household {h.code}",
+                "email": f"{h.code.lower()}@example.org",
+            }
+            for h in layout
         ],
     )
     account_ids = _insert(
         conn,
         schema.account,
         [
-            {**t, "customer_id": cid, "number": f"A-{code}", "billing_address": address}
-            for cid, (code, address, _, _) in zip(customer_ids, households, strict=True)
+            {**t, "customer_id": cid, "number": f"A-{h.code}", "billing_address": h.address}
+            for cid, h in zip(customer_ids, layout, strict=True)
         ],
     )
     points: list[dict[str, Any]] = []
     meters: list[dict[str, Any]] = []
-    counters = dict.fromkeys(SERIAL_PREFIX, 0)
-    for account_id, (code, address, building, utilities) in zip(account_ids, households, strict=True):
-        for utility in utilities:
-            counters[utility] += 1
+    for account_id, household in zip(account_ids, layout, strict=True):
+        for meter in household.meters:
             points.append(
                 {
                     **t,
-                    "code": f"{code}-{utility[:4].upper()}",
-                    "kind": "apartment" if building else "premise",
-                    "utility": utility,
-                    "address": address,
+                    "code": f"{household.code}-{meter.medium[:4].upper()}",
+                    "kind": "apartment" if household.building else "premise",
+                    "utility": meter.medium,
+                    "address": household.address,
                     "account_id": account_id,
-                    "parent_id": building_ids.get(building) if building else None,
+                    "parent_id": building_ids.get(household.building) if household.building else None,
                 }
             )
-            maker, model = METER_MODELS[utility]
+            maker, model = METER_MODELS[meter.medium]
             meters.append(
                 {
                     **t,
-                    "serial": f"{SERIAL_PREFIX[utility]}-{counters[utility]:06d}",
-                    "medium": utility,
+                    "serial": meter.serial,
+                    "medium": meter.medium,
                     "protocol": "mqtt-json",
                     "manufacturer": maker,
                     "model": model,
-                    "comm_device_id": gateway_ids[gateway_of[code]],
+                    "comm_device_id": gateway_ids[meter.gateway],
                     "installed_at": now,
                     "status": "active",
                 }
@@ -189,13 +210,3 @@ def _create(conn: Connection, now: datetime) -> int:
         ],
     )
     return int(tenant_id)
-
-
-def _layout(conn: Connection, tenant_id: int) -> DemoLayout:
-    rows = conn.execute(
-        select(schema.meter.c.serial, schema.meter.c.medium, schema.comm_device.c.ident)
-        .join(schema.comm_device, schema.meter.c.comm_device_id == schema.comm_device.c.id)
-        .where(schema.meter.c.tenant_id == tenant_id)
-        .order_by(schema.meter.c.serial)
-    )
-    return DemoLayout(tenant_id, [DemoMeter(r.serial, r.medium, r.ident) for r in rows])

@@ -6,8 +6,6 @@ so they take tenant slugs and are audited as ``cli``.
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 from sqlalchemy import Engine, select
 
 from openami.security.audit import AuditLog
@@ -16,6 +14,7 @@ from openami.security.service import User, UserService, user_from_row
 from openami.store import schema
 from openami.store.errors import Conflict
 from openami.store.repositories import tenants
+from openami.tz import check_timezone
 
 ACTOR = "cli"
 
@@ -30,9 +29,9 @@ def create_tenant_with_admin(
 ) -> User:
     """A new tenant with one platform administrator; Conflict if the tenant exists already."""
     try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"unknown time zone {timezone!r} (use an IANA name like Europe/Berlin)") from None
+        check_timezone(timezone)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
     try:
         with engine.begin() as conn:
             tenant = tenants.create(conn, {"slug": slug, "name": name, "timezone": timezone})

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from openami.bus.messages import MeterEvent, ReadingBatch, ReadingKind
+from openami.bus.messages import DEVICE_ID_PATTERN, MeterEvent, ReadingBatch, ReadingKind
 from openami.bus.messages import Series as BusSeries
 from openami.drivers.errors import DriverError
 from openami.drivers.mqtt_json.spec import DRIVER_SPEC
@@ -47,8 +47,7 @@ MAX_DETAIL_TEXT = 256
 GZIP_MAGIC = b"\x1f\x8b"
 _MAX_REASON_CHARS = 300
 
-ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-"""Gateway (and tenant) ids: one MQTT topic level, no wildcards, no spaces, safe in file names."""
+ID_PATTERN = DEVICE_ID_PATTERN
 
 GatewayId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 MeterId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
