@@ -30,6 +30,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid token (problem+json)."},
     403: {"description": "The role lacks the permission (problem+json)."},
 }
+CONFLICT: dict[int | str, dict[str, Any]] = {409: {"description": "Duplicate natural key (problem+json)."}}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such id in your tenant (problem+json)."}
 }
@@ -179,7 +180,7 @@ def resource_router(resource: Resource[Any]) -> APIRouter:
         status_code=201,
         response_model=Row,
         summary=f"Create a {resource.name}",
-        responses={409: {"description": "Duplicate natural key (problem+json)."}},
+        responses=CONFLICT,
     )
     def create_item(
         context: Context,
@@ -192,7 +193,12 @@ def resource_router(resource: Resource[Any]) -> APIRouter:
         response.headers["Location"] = f"{request.url.path.rstrip('/')}/{row.id}"
         return row
 
-    @router.patch("/{item_id}", response_model=Row, responses=NOT_FOUND, summary=f"Change a {resource.name}")
+    @router.patch(
+        "/{item_id}",
+        response_model=Row,
+        responses={**NOT_FOUND, **CONFLICT},
+        summary=f"Change a {resource.name}",
+    )
     def patch_item(
         context: Context,
         principal: Writer,
