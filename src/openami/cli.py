@@ -511,6 +511,81 @@ def bench_ingest(
     _run(go)
 
 
+decode_app = typer.Typer(no_args_is_help=True, help="Decode captured meter messages (offline, no database).")
+app.add_typer(decode_app, name="decode")
+
+
+def _hex_option(value: str | None, name: str) -> bytes | None:
+    if value is None:
+        return None
+    from openami.protocols.dlms.errors import DecodeError
+    from openami.protocols.dlms.stream import parse_hex_text
+
+    try:
+        return parse_hex_text(value)
+    except DecodeError as exc:
+        raise CliError(f"{name} is not hex: {exc}", 2) from None
+
+
+def _capture_bytes(file: Path | None, hex_text: str | None) -> bytes:
+    """The capture from FILE (hex text or raw binary, whichever it is) or from --hex."""
+    from openami.protocols.dlms.errors import DecodeError
+    from openami.protocols.dlms.stream import parse_hex_text
+
+    if (file is None) == (hex_text is None):
+        raise CliError("give exactly one of FILE or --hex", 2)
+    if hex_text is not None:
+        data = _hex_option(hex_text, "--hex")
+        return data or b""
+    assert file is not None
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {file}: {exc.strerror or exc}", 2) from None
+    try:
+        return parse_hex_text(raw.decode("ascii"))
+    except (UnicodeDecodeError, DecodeError):
+        return raw  # not hex text: a binary capture
+
+
+@decode_app.command("dlms")
+def decode_dlms(
+    file: Annotated[
+        Path | None, typer.Argument(help="Capture: hex text or raw bytes (HDLC, wrapper or APDU).")
+    ] = None,
+    hex_text: Annotated[str | None, typer.Option("--hex", help="The capture as hex instead of FILE.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Block cipher (encryption) key, hex.")] = None,
+    auth_key: Annotated[
+        str | None,
+        typer.Option("--auth-key", help="Authentication key, hex (without it tags are not checked)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON on one line.")] = False,
+) -> None:
+    """Decode DLMS/COSEM push notifications and print them as a JSON list."""
+
+    def go() -> None:
+        from openami.protocols.dlms.stream import decode_stream
+
+        data = _capture_bytes(file, hex_text)
+        result = decode_stream(
+            data,
+            encryption_key=_hex_option(key, "--key"),
+            authentication_key=_hex_option(auth_key, "--auth-key"),
+        )
+        if not result.notifications:
+            reason = result.errors[0] if result.errors else "no DLMS notification in the input"
+            raise CliError(f"undecodable: {reason}", 2)
+        for error in result.errors:
+            err.print(f"[yellow]warning:[/yellow] {escape(error)}", soft_wrap=True)
+        rendered = [n.to_dict() for n in result.notifications]
+        if as_json:
+            print(json.dumps(rendered, ensure_ascii=False))
+        else:
+            print(json.dumps(rendered, ensure_ascii=False, indent=1))
+
+    _run(go)
+
+
 def main() -> None:
     app()
 
