@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     ingest_batch_rows: int = Field(5000, ge=1, description="Rows the ingest service groups per write.")
     ingest_flush_ms: int = Field(200, ge=1, description="Longest a reading waits before it is written.")
+    master_key: SecretStr = Field(
+        SecretStr(""),
+        description="64 hex chars (32 bytes) encrypting meter keys at rest; empty: data_dir/master.key, "
+        "generated with mode 0600 on first use.",
+    )
 
     @field_validator("bus_url")
     @classmethod

@@ -460,3 +460,18 @@ rejected_message = Table(
     Column("payload", LargeBinary, nullable=False),
     Index("ix_rejected_message_received_at", "received_at"),
 )
+
+device_key = Table(
+    "device_key",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("meter_id", Id, ForeignKey("meter.id", ondelete="SET NULL"), index=True),
+    Column("system_title", String(16), nullable=False),  # 8 bytes as hex: how push listeners find a row
+    Column("kind", String(8), nullable=False),  # ek | ak | lls | hls
+    Column("ciphertext", LargeBinary, nullable=False),  # nonce || AES-GCM ciphertext || tag, never the key
+    Column("key_version", Integer, nullable=False, server_default="1"),
+    _created(),
+    UniqueConstraint("system_title", "kind", name="uq_device_key_system_title_kind"),
+    CheckConstraint("kind IN ('ek','ak','lls','hls')", name="kind_known"),
+)

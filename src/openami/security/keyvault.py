@@ -1,0 +1,280 @@
+"""The key vault: per-meter DLMS secrets, encrypted at rest under one master key.
+
+A meter's block cipher key (EK), authentication key (AK), LLS password and HLS secret let anyone read
+and command that meter, so a copy of the database must not hand them out. Each secret is sealed with
+AES-256-GCM under the installation's master key before it reaches ``device_key``; the row keeps
+``nonce || ciphertext || tag`` only. The additional authenticated data binds the sealed value to its row
+(tenant, system title, kind): a ciphertext copied onto another meter's or tenant's row fails to open
+instead of silently handing one meter's key to another.
+
+Rows are found by the meter's *system title* (8 bytes, stored as 16 hex digits), because that is what a
+ciphered push carries: the push listener learns the tenant, the meter and its keys from it. A system title
+therefore belongs to one tenant only. The master key comes from the ``master_key`` setting or, when that
+is empty, from ``data_dir/master.key`` (generated on first use, mode 0600): see :func:`load_master_key`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, Literal, get_args
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import Connection, Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from openami.config import Settings
+from openami.security.errors import SecurityError
+from openami.store.schema import device_key, meter, tenant
+
+__all__ = [
+    "MASTER_KEY_FILE",
+    "MASTER_KEY_LENGTH",
+    "KeyKind",
+    "KeyVault",
+    "KeyVaultError",
+    "PushKeys",
+    "load_master_key",
+]
+
+log = logging.getLogger(__name__)
+
+KeyKind = Literal["ek", "ak", "lls", "hls"]
+KINDS: Final = frozenset(get_args(KeyKind))
+MASTER_KEY_LENGTH: Final = 32
+MASTER_KEY_FILE: Final = "master.key"
+SYSTEM_TITLE_LENGTH: Final = 8
+_NONCE_LENGTH: Final = 12
+_TAG_LENGTH: Final = 16
+#: Longest secret accepted: DLMS keys are 16 or 32 bytes, LLS passwords a few dozen characters.
+MAX_SECRET_LENGTH: Final = 256
+
+
+class KeyVaultError(SecurityError):
+    """A key cannot be stored or opened: bad input, wrong master key, or a row that was tampered with."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushKeys:
+    """What a push listener needs to accept a ciphered push from one system title."""
+
+    tenant: str
+    """The tenant's slug (bus subjects are named by it)."""
+    meter_serial: str | None
+    """The serial of the meter the keys are linked to, for pushes that do not name their meter."""
+    encryption_key: bytes | None
+    authentication_key: bytes | None
+
+
+def _check_master(master_key: bytes) -> bytes:
+    if len(master_key) != MASTER_KEY_LENGTH:
+        raise KeyVaultError(f"master key must be {MASTER_KEY_LENGTH} bytes, got {len(master_key)}")
+    return bytes(master_key)
+
+
+def _title_hex(system_title: bytes) -> str:
+    if len(system_title) != SYSTEM_TITLE_LENGTH:
+        raise KeyVaultError(f"system title must be {SYSTEM_TITLE_LENGTH} bytes, got {len(system_title)}")
+    return bytes(system_title).hex().upper()
+
+
+def _aad(tenant_id: int, title_hex: str, kind: str) -> bytes:
+    return f"openami/device_key/v1|{tenant_id}|{title_hex}|{kind}".encode()
+
+
+def _seal(master: bytes, aad: bytes, secret: bytes) -> bytes:
+    nonce = secrets.token_bytes(_NONCE_LENGTH)  # random nonces: 2^32 seals per master key stay safe
+    return nonce + AESGCM(master).encrypt(nonce, secret, aad)
+
+
+def _open(master: bytes, aad: bytes, sealed: bytes) -> bytes:
+    if len(sealed) < _NONCE_LENGTH + _TAG_LENGTH:
+        raise KeyVaultError("stored key is truncated")
+    try:
+        return AESGCM(master).decrypt(sealed[:_NONCE_LENGTH], sealed[_NONCE_LENGTH:], aad)
+    except InvalidTag:
+        # Deliberately vague: the caller cannot tell a wrong master key from a moved or altered row.
+        raise KeyVaultError("stored key does not open: wrong master key or altered row") from None
+
+
+class KeyVault:
+    """Stores and opens device secrets; every call is one short transaction (call it off the event loop)."""
+
+    def __init__(self, engine: Engine, master_key: bytes) -> None:
+        self._engine = engine
+        self._master = _check_master(master_key)
+
+    def store(
+        self,
+        tenant_id: int,
+        *,
+        system_title: bytes,
+        meter_id: int | None,
+        kind: KeyKind,
+        secret: bytes,
+    ) -> None:
+        """Store ``secret`` as the ``kind`` key of ``system_title``, replacing (not keeping) an older one.
+
+        Replacing bumps ``key_version`` so operators can tell a rotated key from the original. A system
+        title already holding keys for another tenant, or a meter of another tenant, is refused: otherwise
+        one tenant could capture another's pushes by registering the same title.
+        """
+        if kind not in KINDS:
+            raise KeyVaultError(f"unknown key kind {kind!r} (one of {', '.join(sorted(KINDS))})")
+        if not 0 < len(secret) <= MAX_SECRET_LENGTH:
+            raise KeyVaultError(f"secret must be 1 to {MAX_SECRET_LENGTH} bytes, got {len(secret)}")
+        title = _title_hex(system_title)
+        sealed = _seal(self._master, _aad(tenant_id, title, kind), bytes(secret))
+        try:
+            with self._engine.begin() as conn:
+                self._check_owner(conn, tenant_id, title, meter_id)
+                version = conn.execute(
+                    select(device_key.c.key_version)
+                    .where(device_key.c.system_title == title, device_key.c.kind == kind)
+                    .with_for_update()
+                ).scalar_one_or_none()
+                values = {"meter_id": meter_id, "ciphertext": sealed}
+                if version is None:
+                    conn.execute(
+                        device_key.insert().values(
+                            tenant_id=tenant_id, system_title=title, kind=kind, **values
+                        )
+                    )
+                else:
+                    conn.execute(
+                        device_key.update()
+                        .where(device_key.c.system_title == title, device_key.c.kind == kind)
+                        .values(key_version=version + 1, created_at=datetime.now(UTC), **values)
+                    )
+        except IntegrityError as exc:
+            # A concurrent store of the same key, or a tenant id that does not exist.
+            raise KeyVaultError(f"cannot store the {kind} key of {title}: {exc.orig}") from None
+
+    @staticmethod
+    def _check_owner(conn: Connection, tenant_id: int, title: str, meter_id: int | None) -> None:
+        owners = set(
+            conn.execute(select(device_key.c.tenant_id).where(device_key.c.system_title == title)).scalars()
+        )
+        if owners - {tenant_id}:
+            raise KeyVaultError(f"system title {title} is registered to another tenant")
+        if meter_id is not None:
+            owner = conn.execute(select(meter.c.tenant_id).where(meter.c.id == meter_id)).scalar_one_or_none()
+            if owner != tenant_id:
+                raise KeyVaultError(f"meter {meter_id} is not a meter of tenant {tenant_id}")
+
+    def get(self, tenant_id: int, system_title: bytes, kind: KeyKind) -> bytes | None:
+        """The ``kind`` secret of ``system_title`` in ``tenant_id``, or None when none is stored."""
+        title = _title_hex(system_title)
+        with self._engine.connect() as conn:
+            sealed = conn.execute(
+                select(device_key.c.ciphertext).where(
+                    device_key.c.tenant_id == tenant_id,
+                    device_key.c.system_title == title,
+                    device_key.c.kind == kind,
+                )
+            ).scalar_one_or_none()
+        return None if sealed is None else _open(self._master, _aad(tenant_id, title, kind), sealed)
+
+    def find_by_system_title(self, system_title: bytes) -> tuple[int, int | None] | None:
+        """(tenant id, meter id or None) of the keys stored for ``system_title``, or None if unknown."""
+        title = _title_hex(system_title)
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(device_key.c.tenant_id, device_key.c.meter_id)
+                .where(device_key.c.system_title == title)
+                .order_by(device_key.c.meter_id.is_(None), device_key.c.id)
+                .limit(1)
+            ).first()
+        return None if row is None else (int(row.tenant_id), row.meter_id)
+
+    def push_keys(self, system_title: bytes) -> PushKeys | None:
+        """Tenant slug, meter serial and EK/AK of ``system_title`` in one read, for the push listener."""
+        title = _title_hex(system_title)
+        query = (
+            select(
+                device_key.c.tenant_id,
+                device_key.c.kind,
+                device_key.c.ciphertext,
+                tenant.c.slug,
+                meter.c.serial,
+            )
+            .join(tenant, tenant.c.id == device_key.c.tenant_id)
+            .outerjoin(meter, meter.c.id == device_key.c.meter_id)
+            .where(device_key.c.system_title == title, device_key.c.kind.in_(("ek", "ak")))
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        if not rows:
+            return None
+        keys = {
+            row.kind: _open(self._master, _aad(row.tenant_id, title, row.kind), row.ciphertext)
+            for row in rows
+        }
+        serial = next((row.serial for row in rows if row.serial is not None), None)
+        return PushKeys(rows[0].slug, serial, keys.get("ek"), keys.get("ak"))
+
+    def rotate_master(self, new_master: bytes) -> None:
+        """Re-seal every stored secret under ``new_master`` in one transaction, then use it.
+
+        All or nothing: a row that does not open under the current master key aborts the rotation with
+        nothing changed. The caller must persist ``new_master`` (setting or key file) before it forgets the
+        old one; ``key_version`` is unchanged, since the device keys themselves are the same.
+        """
+        new = _check_master(new_master)
+        with self._engine.begin() as conn:
+            rows = conn.execute(
+                select(
+                    device_key.c.id,
+                    device_key.c.tenant_id,
+                    device_key.c.system_title,
+                    device_key.c.kind,
+                    device_key.c.ciphertext,
+                ).with_for_update()
+            ).all()
+            for row in rows:
+                aad = _aad(row.tenant_id, row.system_title, row.kind)
+                resealed = _seal(new, aad, _open(self._master, aad, row.ciphertext))
+                conn.execute(device_key.update().where(device_key.c.id == row.id).values(ciphertext=resealed))
+        self._master = new
+
+
+def load_master_key(settings: Settings) -> bytes:
+    """The master key from the ``master_key`` setting, else from ``data_dir/master.key``, else a new one.
+
+    Generating one on first use keeps the laptop default working with nothing configured; the file is
+    created with mode 0600 and exclusively, so two processes starting together agree on one key. Losing
+    the file loses every stored meter key: back it up with the database (but not next to it).
+    """
+    configured = settings.master_key.get_secret_value().strip()
+    if configured:
+        return _parse_master_hex(configured, "the master_key setting")
+    path = Path(settings.data_dir) / MASTER_KEY_FILE
+    try:
+        return _parse_master_hex(path.read_text(encoding="ascii").strip(), str(path))
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(MASTER_KEY_LENGTH)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process created it between our read and now: use theirs
+        return _parse_master_hex(path.read_text(encoding="ascii").strip(), str(path))
+    with os.fdopen(fd, "w", encoding="ascii") as handle:
+        handle.write(key.hex() + "\n")
+    log.warning("generated a new master key in %s: back it up, meter keys cannot be read without it", path)
+    return key
+
+
+def _parse_master_hex(text: str, where: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise KeyVaultError(f"{where} is not hex") from None
+    if len(key) != MASTER_KEY_LENGTH:
+        raise KeyVaultError(f"{where} must be {MASTER_KEY_LENGTH * 2} hex digits, got {len(text)}")
+    return key
