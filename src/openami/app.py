@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,9 +20,11 @@ from openami import __version__
 from openami.bus.base import Bus
 from openami.bus.factory import make_bus
 from openami.config import Settings
+from openami.hes.dlms_push import DlmsPushListener
 from openami.hes.mqtt_listener import MqttGatewayListener, RejectedMessage
 from openami.mdm.ingest import IngestService
 from openami.observability.metrics import Metrics
+from openami.security.keyvault import KeyVault, load_master_key
 from openami.store.engine import make_engine
 from openami.store.migrate import upgrade
 from openami.transports.mqtt import parse_mqtt_url
@@ -39,6 +42,7 @@ class Platform:
     ingest: IngestService
     broker: EmbeddedBroker | None = None
     listener: MqttGatewayListener | None = None
+    dlms_push: DlmsPushListener | None = None
     _started: list[str] = field(default_factory=list)
 
     @classmethod
@@ -96,7 +100,10 @@ class Platform:
             await self.broker.start()
             self._started.append("broker")
         listener = MqttGatewayListener(
-            self.mqtt_url, self.settings.mqtt_topic_prefix, self.bus, on_rejected=self._keep_rejected
+            self.mqtt_url,
+            self.settings.mqtt_topic_prefix,
+            self.bus,
+            on_rejected=self._keep_rejected("mqtt-json"),
         )
         await listener.start()
         self.listener = listener
@@ -104,11 +111,33 @@ class Platform:
         self.metrics.track_counters(
             "openami_mqtt_uplinks", "Gateway uplinks by outcome.", "outcome", lambda: _uplink_counts(listener)
         )
+        if self.settings.dlms_push_enabled:
+            await self._start_dlms_push()
+
+    async def _start_dlms_push(self) -> None:
+        settings = self.settings
+        vault = KeyVault(self.engine, await asyncio.to_thread(load_master_key, settings))
+        push = DlmsPushListener(
+            settings.dlms_push_host,
+            settings.dlms_push_port,
+            self.bus,
+            vault,
+            default_tenant=settings.dlms_default_tenant,
+            on_rejected=self._keep_rejected("dlms-push"),
+        )
+        await push.start()
+        self.dlms_push = push
+        self._started.append("dlms_push")
+        self.metrics.track_counters(
+            "openami_dlms_pushes", "DLMS pushes by outcome.", "outcome", lambda: _push_counts(push)
+        )
 
     async def stop(self) -> None:
         """Reverse order: stop intake first, then flush what was accepted, then close the pipes."""
         if "listener" in self._started and self.listener is not None:
             await self.listener.stop()
+        if "dlms_push" in self._started and self.dlms_push is not None:
+            await self.dlms_push.stop()
         if "bus" in self._started:
             await self.bus.drain(timeout_s=30)
         if "ingest" in self._started:
@@ -125,15 +154,20 @@ class Platform:
         """Wait until everything published so far is stored (the demo's --once and tests use it)."""
         await self.bus.drain(timeout_s=timeout_s)
 
-    async def _keep_rejected(self, rejected: RejectedMessage) -> None:
-        await asyncio.to_thread(
-            self.ingest.directory.keep_rejected,
-            rejected.tenant,
-            "mqtt-json",
-            rejected.reason,
-            rejected.payload,
-            rejected.topic,
-        )
+    def _keep_rejected(self, source: str) -> Callable[[RejectedMessage], Awaitable[None]]:
+        """The dead-letter handler of one listener: what it could not accept goes to rejected_message."""
+
+        async def keep(rejected: RejectedMessage) -> None:
+            await asyncio.to_thread(
+                self.ingest.directory.keep_rejected,
+                rejected.tenant,
+                source,
+                rejected.reason,
+                rejected.payload,
+                rejected.topic,
+            )
+
+        return keep
 
     def health(self) -> dict[str, Any]:
         """What GET /health reports: overall status plus each part's."""
@@ -147,6 +181,8 @@ class Platform:
         parts["bus"] = "ok" if "bus" in self._started else "stopped"
         if self.listener is not None:
             parts["mqtt"] = "ok" if self.listener.connected else "disconnected"
+        if self.settings.dlms_push_enabled:
+            parts["dlms_push"] = "ok" if "dlms_push" in self._started else "stopped"
         status = "ok" if all(v == "ok" for v in parts.values()) else "degraded"
         return {"status": status, "version": __version__, **parts}
 
@@ -159,6 +195,16 @@ def _bus_counts(bus: Bus) -> dict[str, float]:
         "acked": stats.acked,
         "redelivered": stats.redelivered,
         "dead": stats.dead,
+    }
+
+
+def _push_counts(push: DlmsPushListener) -> dict[str, float]:
+    stats = push.stats
+    return {
+        "received": stats.received,
+        "accepted": stats.accepted,
+        "rejected": stats.rejected,
+        "replays": stats.replays,
     }
 
 

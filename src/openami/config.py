@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     mqtt_embedded_host: str = "127.0.0.1"
     mqtt_embedded_port: int = Field(11883, ge=0, le=65535, description="0 picks a free port.")
     mqtt_topic_prefix: str = "openami"
+    dlms_push_enabled: bool = True
+    dlms_push_host: str = "127.0.0.1"
+    dlms_push_port: int = Field(
+        4059, ge=0, le=65535, description="DLMS push listener, TCP and UDP; 0 picks one."
+    )
+    dlms_default_tenant: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Tenant of plaintext pushes (no system title).",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(8000, ge=0, le=65535)
     token_ttl_hours: int = Field(12, ge=1, le=24 * 90)

@@ -22,6 +22,7 @@ def _env(tmp_path: Path, web_port: int) -> dict[str, str]:
         "OPENAMI_DATA_DIR": str(tmp_path / "var"),
         "OPENAMI_WEB_PORT": str(web_port),
         "OPENAMI_MQTT_EMBEDDED_PORT": "0",
+        "OPENAMI_DLMS_PUSH_PORT": "0",
         "OPENAMI_LOG_LEVEL": "INFO",
         "COLUMNS": "200",
     }

@@ -40,6 +40,8 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
             mqtt_embedded_port=0,
             mqtt_topic_prefix=prefix,
             ingest_flush_ms=20,
+            dlms_push_port=0,
+            dlms_default_tenant="demo",
         )
         return
     nats, mqtt = service_url("nats"), service_url("mosquitto")
@@ -52,6 +54,8 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
             mqtt_url=mqtt,
             mqtt_topic_prefix=prefix,
             ingest_flush_ms=20,
+            dlms_push_port=0,
+            dlms_default_tenant="demo",
         )
 
 
@@ -149,3 +153,53 @@ async def test_retransmitted_day_is_stored_once(platform: Platform) -> None:
     await _publish_day(platform, VirtualGateway("GW-S02", "demo", meters, seq_start=5000))
     assert platform.ingest.totals.inserted == inserted == 2 * 96
     assert platform.ingest.totals.unchanged == 2 * 96
+
+
+async def test_dlms_push_from_a_real_meter_capture_is_stored(platform: Platform) -> None:
+    """An Iskra AM550 push (a real capture) over TCP reaches the store as OBIS-coded register readings."""
+    from sqlalchemy import func, select
+
+    from openami.protocols.dlms.stream import parse_hex_text
+    from openami.store import schema
+    from openami.store.repositories import meters
+    from tests.conftest import corpora_dir
+
+    layout = await asyncio.to_thread(prepare, platform)
+    capture = corpora_dir() / "dlms" / "scs" / "iskra_am550__UNENCRYPTED_VALID_DATA.hex"
+    push = parse_hex_text(capture.read_text())
+
+    def commission() -> None:
+        with platform.engine.begin() as conn:
+            meters.create(
+                conn,
+                layout.tenant_id,
+                {"serial": "ISK1030775213859", "medium": "electricity", "protocol": "dlms"},
+            )
+
+    await asyncio.to_thread(commission)
+    assert platform.dlms_push is not None
+    _, writer = await asyncio.open_connection("127.0.0.1", platform.dlms_push.port)
+    writer.write(push)
+    await writer.drain()
+    writer.close()
+    deadline = time.monotonic() + 30
+    while platform.dlms_push.stats.accepted + platform.dlms_push.stats.rejected < 1:
+        assert time.monotonic() < deadline, "push never handled"
+        await asyncio.sleep(0.05)
+    await platform.settle(timeout_s=30)
+    assert platform.dlms_push.stats.rejected == 0
+
+    def stored() -> dict[str, int]:
+        with platform.engine.connect() as conn:
+            rows = conn.execute(
+                select(schema.channel.c.code, func.count())
+                .join(schema.register_read, schema.register_read.c.channel_id == schema.channel.c.id)
+                .join(schema.meter, schema.meter.c.id == schema.channel.c.meter_id)
+                .where(schema.meter.c.serial == "ISK1030775213859")
+                .group_by(schema.channel.c.code)
+            ).all()
+        return {code: count for code, count in rows}
+
+    channels = await asyncio.to_thread(stored)
+    assert channels.get("1-1:1.8.0") == 1  # active energy import, one push = one reading
+    assert len(channels) >= 5
