@@ -208,6 +208,8 @@ def demo(
                 f"{summary.span_start:%Y-%m-%d %H:%M} .. {summary.span_end:%Y-%m-%d %H:%M} UTC",
             ),
             ("MQTT messages", f"{summary.messages:,}"),
+            ("DLMS meters / pushes", f"{summary.dlms_meters} / {summary.dlms_pushes:,}"),
+            ("DLMS pushes refused", f"{summary.dlms_rejected:,}"),
             ("readings stored (new)", f"{summary.readings_inserted:,}"),
             ("readings revised (new version)", f"{summary.readings_revised:,}"),
             ("readings already stored", f"{summary.readings_unchanged:,}"),

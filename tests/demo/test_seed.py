@@ -7,7 +7,8 @@ from collections import Counter
 from sqlalchemy import Engine, func, select
 
 from openami.demo.runner import virtual_gateways
-from openami.demo.seed import DEMO_TENANT, households, seed_demo
+from openami.demo.seed import DEMO_TENANT, dlms_meters, households, provision_dlms_keys, seed_demo
+from openami.security.keyvault import KeyVault
 from openami.store import schema
 from openami.store.repositories import Scope, comm_devices, meters
 
@@ -22,22 +23,30 @@ def test_demo_utility_has_every_medium_and_buildings_with_apartments(engine: Eng
         "heat": 30,
     }
     assert len(layout.gateways) == 7
+    assert [m.serial for m in layout.dlms_meters] == [f"DLMS-{n:06d}" for n in range(1, 13)]
     with engine.connect() as conn:
         count = lambda table: conn.execute(select(func.count()).select_from(table)).scalar_one()  # noqa: E731
-        assert count(schema.customer) == count(schema.account) == len(households()) == 100
+        assert len(households()) == 100
+        assert count(schema.customer) == count(schema.account) == 100 + 12
         kinds = dict(
             conn.execute(
                 select(schema.service_point.c.kind, func.count()).group_by(schema.service_point.c.kind)
             ).all()
         )
-        assert kinds == {"building": 3, "apartment": 90, "premise": 210}
+        assert kinds == {"building": 3, "apartment": 90, "premise": 210 + 12}
         orphans = conn.execute(
             select(func.count())
             .select_from(schema.service_point)
             .where(schema.service_point.c.kind == "apartment", schema.service_point.c.parent_id.is_(None))
         ).scalar_one()
         assert orphans == 0  # every apartment belongs to its building
-        assert count(schema.meter_installation) == 300
+        assert count(schema.meter_installation) == 312
+        dlms = conn.execute(
+            select(schema.meter.c.protocol, schema.meter.c.comm_device_id).where(
+                schema.meter.c.serial.like("DLMS-%")
+            )
+        ).all()
+        assert set(dlms) == {("dlms", None)}  # pushing directly, no gateway
 
 
 def test_seeding_twice_changes_nothing(engine: Engine) -> None:
@@ -45,7 +54,24 @@ def test_seeding_twice_changes_nothing(engine: Engine) -> None:
     second = seed_demo(engine)
     assert first == second
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 300
+        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 312
+
+
+def test_a_demo_database_from_before_dlms_meters_gets_them(engine: Engine) -> None:
+    seed_demo(engine)
+    with engine.begin() as conn:  # back to what an older release seeded: no Market Street at all
+        dlms = select(schema.meter.c.id).where(schema.meter.c.serial.like("DLMS-%")).scalar_subquery()
+        conn.execute(schema.meter_installation.delete().where(schema.meter_installation.c.meter_id.in_(dlms)))
+        conn.execute(schema.meter.delete().where(schema.meter.c.id.in_(dlms)))
+        conn.execute(schema.service_point.delete().where(schema.service_point.c.code.like("M%")))
+        conn.execute(schema.account.delete().where(schema.account.c.number.like("A-M%")))
+        conn.execute(schema.customer.delete().where(schema.customer.c.number.like("C-M%")))
+    layout = seed_demo(engine)
+    with engine.connect() as conn:
+        serials = conn.execute(
+            select(schema.meter.c.serial).where(schema.meter.c.protocol == "dlms")
+        ).scalars()
+        assert sorted(serials) == [m.serial for m in layout.dlms_meters]
 
 
 def test_the_simulation_plays_the_seeded_layout_not_whatever_users_add(engine: Engine) -> None:
@@ -57,11 +83,12 @@ def test_the_simulation_plays_the_seeded_layout_not_whatever_users_add(engine: E
             layout.tenant_id,
             {"serial": "X 1", "medium": "water", "protocol": "wmbus", "comm_device_id": gateway.id},
         )
-        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 301
+        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 313
     again = seed_demo(engine)
     played = {m.serial for g in virtual_gateways(again) for m in g.meters}
     assert "X 1" not in played
     assert len(played) == 300
+    assert not any(serial.startswith("DLMS-") for serial in played)  # they push on their own
     assert {g.tenant for g in virtual_gateways(again)} == {DEMO_TENANT}
 
 
@@ -72,3 +99,28 @@ def test_simulated_meters_are_seeded_by_serial() -> None:
     partial = DemoLayout(1, full.meters[5:])
     seeds = {m.serial: m.seed for g in virtual_gateways(full) for m in g.meters}
     assert all(seeds[m.serial] == m.seed for g in virtual_gateways(partial) for m in g.meters)
+
+
+def test_dlms_titles_and_keys_are_derived_from_the_serial() -> None:
+    first, again = dlms_meters(), dlms_meters()
+    assert first == again
+    titles = {m.system_title for m in first}
+    assert len(titles) == len(first) == 12
+    assert all(len(t) == 8 and t.startswith(b"OAM") for t in titles)
+    assert all(len(m.encryption_key) == len(m.authentication_key) == 16 for m in first)
+    assert first[0].encryption_key != first[0].authentication_key != first[1].authentication_key
+
+
+def test_dlms_keys_are_provisioned_once(engine: Engine) -> None:
+    layout = seed_demo(engine)
+    vault = KeyVault(engine, bytes(32))
+    assert provision_dlms_keys(engine, vault, layout) == 2 * 12
+    assert provision_dlms_keys(engine, vault, layout) == 0  # same keys: nothing re-stored
+    meter = layout.dlms_meters[3]
+    keys = vault.push_keys(meter.system_title)
+    assert keys is not None
+    assert (keys.tenant, keys.meter_serial) == (DEMO_TENANT, meter.serial)
+    assert (keys.encryption_key, keys.authentication_key) == (meter.encryption_key, meter.authentication_key)
+    with engine.connect() as conn:
+        versions = conn.execute(select(schema.device_key.c.key_version).distinct()).scalars().all()
+    assert versions == [1]

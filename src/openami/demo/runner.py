@@ -1,9 +1,15 @@
 """`openami demo`: the whole path, meter to API, on embedded defaults.
 
 The runner seeds the demo tenant, starts the platform (store, bus, embedded MQTT broker, ingest, MQTT
-listener), lets virtual gateways publish a back-fill of simulated history through the broker, and then
-either exits with a summary (``--once``) or serves the web API while the gateways keep publishing live,
+listener, DLMS push listener), lets virtual gateways publish a back-fill of simulated history through
+the broker and the Market Street DLMS meters push the same span to the push listener, and then either
+exits with a summary (``--once``) or serves the web API while gateways and meters keep sending live,
 accelerated data until Ctrl-C.
+
+The DLMS meters' invocation counters live in their :class:`DlmsPushMeter` objects, so one set of
+objects serves the back-fill and the live phase of a run: new objects would restart at counter 1 and
+the listener would refuse their pushes as replays. A new demo process starts a new listener, whose replay
+guard starts empty (it is not persisted), so counters restarting with the process are accepted.
 """
 
 from __future__ import annotations
@@ -12,15 +18,17 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from openami.app import Platform
 from openami.config import Settings
-from openami.demo.seed import DEMO_TENANT, DemoLayout, seed_demo
+from openami.demo.seed import DEMO_TENANT, DemoLayout, provision_dlms_keys, seed_demo
+from openami.security.keyvault import KeyVault, load_master_key
 from openami.simulator.consumption import Medium
+from openami.simulator.dlms_push import DlmsPushMeter
 from openami.simulator.gateway import SimMeter, VirtualGateway
 from openami.transports.mqtt import make_client
 
@@ -47,6 +55,11 @@ class DemoSummary:
     events: int
     seconds: float
     database: str
+    dlms_meters: int
+    dlms_pushes: int
+    """Pushes the DLMS meters sent (one per meter and quarter hour)."""
+    dlms_rejected: int
+    """Pushes the listener refused (bad tag, unknown title, replay): 0 in a healthy demo."""
 
     @property
     def rows_per_s(self) -> float:
@@ -64,21 +77,45 @@ def virtual_gateways(layout: DemoLayout) -> list[VirtualGateway]:
     return [VirtualGateway(gw, DEMO_TENANT, meters) for gw, meters in sorted(by_gateway.items())]
 
 
+def dlms_push_meters(layout: DemoLayout) -> list[DlmsPushMeter]:
+    """The simulators of the layout's DLMS meters, seeded by serial like the gateway meters.
+
+    Keep the returned objects for the whole run: they hold the invocation counters (module docstring).
+    """
+    return [
+        DlmsPushMeter(
+            meter.serial,
+            meter.system_title,
+            meter.encryption_key,
+            meter.authentication_key,
+            seed=zlib.crc32(meter.serial.encode()),
+        )
+        for meter in layout.dlms_meters
+    ]
+
+
 def _floor(moment: datetime, step: timedelta) -> datetime:
     epoch = datetime(2000, 1, 1, tzinfo=UTC)
     return epoch + ((moment - epoch) // step) * step
 
 
 async def backfill(
-    platform: Platform, layout: DemoLayout, *, days: float, progress: Progress | None = None
+    platform: Platform,
+    layout: DemoLayout,
+    *,
+    days: float,
+    dlms: Sequence[DlmsPushMeter],
+    progress: Progress | None = None,
 ) -> DemoSummary:
-    """Publish ``days`` of history from every gateway through MQTT and wait until all of it is stored."""
+    """Send ``days`` of history, from every gateway through MQTT and from every DLMS meter (``dlms``)
+    to the push listener, and wait until all of it is stored."""
     gateways = virtual_gateways(layout)
     end = _floor(datetime.now(UTC), INTERVAL)
     start = _floor(end - timedelta(days=days), INTERVAL)
     before = platform.ingest.totals.messages
     assert platform.listener is not None
     handled_before = _handled(platform)
+    pushes_before, rejected_before = _pushes(platform), _push_rejects(platform)
     started = time.perf_counter()
     sent = 0
     async with make_client(platform.mqtt_url, client_id="openami-demo-sim") as client:
@@ -86,12 +123,17 @@ async def backfill(
             sent += await gateway.publish_span(client, platform.settings.mqtt_topic_prefix, start, end)
             if progress:
                 progress(done, len(gateways))
-    await _wait_handled(platform, handled_before + sent, timeout_s=300)
+    pushed = 0
+    address = _push_address(platform)
+    if address is not None:
+        pushed = sum(await asyncio.gather(*(meter.push_span(*address, start, end) for meter in dlms)))
+    await _wait_until(lambda: _handled(platform), handled_before + sent, "MQTT uplinks", timeout_s=300)
+    await _wait_until(lambda: _pushes(platform), pushes_before + pushed, "DLMS pushes", timeout_s=300)
     await platform.settle(timeout_s=300)
     totals = platform.ingest.totals
     log.info("demo back-fill stored", extra={"messages": totals.messages - before})
     return DemoSummary(
-        meters=len(layout.meters),
+        meters=len(layout.meters) + len(layout.dlms_meters),
         gateways=len(gateways),
         span_start=start,
         span_end=end,
@@ -103,6 +145,9 @@ async def backfill(
         events=totals.events,
         seconds=time.perf_counter() - started,
         database=platform.engine.url.render_as_string(hide_password=True),
+        dlms_meters=len(layout.dlms_meters),
+        dlms_pushes=pushed,
+        dlms_rejected=_push_rejects(platform) - rejected_before,
     )
 
 
@@ -111,25 +156,45 @@ def _handled(platform: Platform) -> int:
     return platform.listener.stats.accepted + platform.listener.stats.rejected
 
 
-async def _wait_handled(platform: Platform, expected: int, *, timeout_s: float) -> None:
-    """QoS 1 publishes are acknowledged by the broker; wait until the listener has handled them all too."""
+def _push_address(platform: Platform) -> tuple[str, int] | None:
+    """Where the DLMS meters push to, or None when the platform runs no push listener."""
+    if platform.dlms_push is None:
+        return None
+    return platform.settings.dlms_push_host, platform.dlms_push.port
+
+
+def _pushes(platform: Platform) -> int:
+    """DLMS pushes the listener has handled (accepted or refused); 0 when it is not running."""
+    return 0 if platform.dlms_push is None else platform.dlms_push.stats.received
+
+
+def _push_rejects(platform: Platform) -> int:
+    return 0 if platform.dlms_push is None else platform.dlms_push.stats.rejected
+
+
+async def _wait_until(count: Callable[[], int], expected: int, what: str, *, timeout_s: float) -> None:
+    """Senders are done when the bytes left (QoS 1 acknowledged by the broker, TCP drained); wait until
+    the listener has handled them all too."""
     deadline = time.monotonic() + timeout_s
-    while _handled(platform) < expected:
+    while count() < expected:
         if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"listener handled {_handled(platform)} of {expected} uplinks in {timeout_s} s"
-            )
+            raise TimeoutError(f"listener handled {count()} of {expected} {what} in {timeout_s} s")
         await asyncio.sleep(0.05)
 
 
-async def live(platform: Platform, layout: DemoLayout, *, speedup: float) -> None:
-    """Every gateway publishes each quarter hour as it completes, ``speedup`` times faster than real time."""
+async def live(
+    platform: Platform, layout: DemoLayout, *, speedup: float, dlms: Sequence[DlmsPushMeter]
+) -> None:
+    """Every gateway publishes and every DLMS meter pushes each quarter hour as it completes, ``speedup``
+    times faster than real time; ``dlms`` are the meters that did the back-fill (their counters go on)."""
+    address = _push_address(platform)
     async with make_client(platform.mqtt_url, client_id="openami-demo-live") as client:
         await asyncio.gather(
             *(
                 gateway.run_live(client, platform.settings.mqtt_topic_prefix, time_factor=speedup)
                 for gateway in virtual_gateways(layout)
-            )
+            ),
+            *((meter.run_live(*address, time_factor=speedup) for meter in dlms) if address else ()),
         )
 
 
@@ -146,11 +211,34 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         log.warning("demo task %s ended with %r", task.get_name(), task.exception())
 
 
+async def _let_pushes_land(platform: Platform, *, quiet_s: float = 0.25, timeout_s: float = 10.0) -> None:
+    """Let the push listener handle the pushes already delivered to it before the platform stops.
+
+    Stopping the demo in the middle of a back-fill leaves frames the meters have written queued in the
+    listener's connections; stopping the listener at once would drop them (and on Python 3.11 log an
+    error for every connection task it cancels). Nothing counts what is still in flight, so this waits
+    until the listener has handled nothing new for ``quiet_s``, at most ``timeout_s``.
+    """
+    if platform.dlms_push is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    seen = -1
+    while seen != _pushes(platform) and time.monotonic() < deadline:
+        seen = _pushes(platform)
+        await asyncio.sleep(quiet_s)
+
+
 def prepare(platform: Platform) -> DemoLayout:
-    """Seed the tenant and its admin user (idempotent); blocking, run in a thread."""
+    """Seed the tenant, its admin user and the DLMS meters' keys (idempotent); blocking, run in a thread.
+
+    The key vault opened here uses the same master key as the platform's push listener (both load it
+    from the settings), so the listener can open what is stored.
+    """
     from openami.security.bootstrap import ensure_user
 
     layout = seed_demo(platform.engine)
+    vault = KeyVault(platform.engine, load_master_key(platform.settings))
+    provision_dlms_keys(platform.engine, vault, layout)
     ensure_user(platform.engine, DEMO_TENANT, DEMO_ADMIN, DEMO_PASSWORD, role="admin")
     return layout
 
@@ -160,7 +248,7 @@ async def run_once(settings: Settings, *, days: float = 7, progress: Progress | 
     await platform.start()
     try:
         layout = await asyncio.to_thread(prepare, platform)
-        return await backfill(platform, layout, days=days, progress=progress)
+        return await backfill(platform, layout, days=days, dlms=dlms_push_meters(layout), progress=progress)
     finally:
         await platform.stop()
 
@@ -179,9 +267,11 @@ async def run_forever(
         layout = await asyncio.to_thread(prepare, platform)
         server = web_server(platform)
 
+        dlms = dlms_push_meters(layout)
+
         async def feed() -> None:
-            on_ready(await backfill(platform, layout, days=days))
-            await live(platform, layout, speedup=speedup)
+            on_ready(await backfill(platform, layout, days=days, dlms=dlms))
+            await live(platform, layout, speedup=speedup, dlms=dlms)
 
         serving = asyncio.create_task(server.serve(), name="web")
         feeding = asyncio.create_task(feed(), name="demo-feed")
@@ -194,5 +284,6 @@ async def run_forever(
         finally:
             await _cancel(feeding)
             await _cancel(serving)
+            await _let_pushes_land(platform)
     finally:
         await platform.stop()

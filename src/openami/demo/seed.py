@@ -8,19 +8,26 @@ Layout (deterministic, so the demo and its tests know what to expect):
 * ``HOUSES`` detached houses with electricity, water and gas, behind street gateways of at most
   ``METERS_PER_STREET_GATEWAY`` meters.
 * One customer and one account per household.
+* ``DLMS_PREMISES`` commercial premises on Market Street, each with one DLMS electricity meter that
+  pushes ciphered DataNotifications straight to the head-end over TCP (no gateway). Their system titles
+  and keys are derived from the serial (:class:`DlmsDemoMeter`), so the seed, the key vault and the
+  simulator agree without sharing state. Those keys are public and for the demo only.
 
 It is written with set-based Core inserts because it creates a few thousand rows and must start the
-demo in seconds; it is idempotent (a second run finds the tenant and does nothing).
+demo in seconds; it is idempotent (a second run finds the tenant and does nothing, except adding the
+DLMS meters to a demo database seeded before they existed).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, Table, insert, select
 
+from openami.security.keyvault import KeyKind, KeyVault
 from openami.store import schema
 
 DEMO_TENANT = "demo"
@@ -38,6 +45,11 @@ METER_MODELS = {
     "gas": ("Itron", "Intelis"),
     "heat": ("Kamstrup", "MULTICAL 603"),
 }
+DLMS_PREMISES = 12
+DLMS_METER_MODEL = ("Landis+Gyr", "E450")
+DLMS_PROTOCOL = "dlms"
+#: The demo meters' FLAG-style manufacturer prefix of their system titles ("OAM", OpenAMI).
+_DEMO_TITLE_PREFIX: Final = b"OAM"
 
 
 @dataclass(frozen=True)
@@ -57,9 +69,41 @@ class Household:
 
 
 @dataclass(frozen=True)
+class DlmsDemoMeter:
+    """A Market Street meter that pushes over DLMS; its system title and keys follow from the serial.
+
+    The keys are a hash of the serial and a published label, so anyone can compute them: they make the
+    demo's pushes exercise deciphering and the replay guard, and must never protect a real meter.
+    """
+
+    serial: str
+    premise: str
+    address: str
+
+    @property
+    def system_title(self) -> bytes:
+        return _DEMO_TITLE_PREFIX + hashlib.sha256(f"openami-demo-title:{self.serial}".encode()).digest()[:5]
+
+    @property
+    def encryption_key(self) -> bytes:
+        return _demo_key("ek", self.serial)
+
+    @property
+    def authentication_key(self) -> bytes:
+        return _demo_key("ak", self.serial)
+
+
+def _demo_key(kind: KeyKind, serial: str) -> bytes:
+    return hashlib.sha256(f"openami-demo-{kind}:{serial}".encode()).digest()[:16]
+
+
+@dataclass(frozen=True)
 class DemoLayout:
     tenant_id: int
     meters: list[DemoMeter]
+    """The meters behind gateways (played by virtual gateways over MQTT)."""
+    dlms_meters: list[DlmsDemoMeter] = field(default_factory=list)
+    """The meters pushing DLMS directly to the head-end."""
 
     @property
     def gateways(self) -> list[str]:
@@ -92,6 +136,13 @@ def households() -> list[Household]:
     return result
 
 
+def dlms_meters() -> list[DlmsDemoMeter]:
+    """The Market Street premises and their DLMS meters: pure, like :func:`households`."""
+    return [
+        DlmsDemoMeter(f"DLMS-{n:06d}", f"M{n:02d}", f"{n} Market Street") for n in range(1, DLMS_PREMISES + 1)
+    ]
+
+
 def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
     """Insert rows and return their ids in order (RETURNING works on SQLite >= 3.35 and PostgreSQL)."""
     if not rows:
@@ -104,13 +155,52 @@ def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
     """Create the demo tenant if missing and return the meters the simulator should play."""
     now = now or datetime.now(UTC)
     layout = households()
+    pushing = dlms_meters()
     with engine.begin() as conn:
         tenant_id = conn.execute(
             select(schema.tenant.c.id).where(schema.tenant.c.slug == DEMO_TENANT)
         ).scalar()
         if tenant_id is None:
             tenant_id = _create(conn, layout, now)
-    return DemoLayout(int(tenant_id), [meter for household in layout for meter in household.meters])
+        if not _meter_ids(conn, int(tenant_id), [m.serial for m in pushing]):
+            _create_dlms(conn, int(tenant_id), pushing, now)
+    return DemoLayout(int(tenant_id), [meter for household in layout for meter in household.meters], pushing)
+
+
+def provision_dlms_keys(engine: Engine, vault: KeyVault, layout: DemoLayout) -> int:
+    """Store each DLMS demo meter's EK and AK in the key vault, linked to its meter; returns keys stored.
+
+    Idempotent: a key already stored with the same value is left alone, so restarting the demo does not
+    bump every ``key_version``. Blocking; run it in a thread.
+    """
+    with engine.connect() as conn:
+        ids = _meter_ids(conn, layout.tenant_id, [m.serial for m in layout.dlms_meters])
+    stored = 0
+    for demo_meter in layout.dlms_meters:
+        keys: tuple[tuple[KeyKind, bytes], ...] = (
+            ("ek", demo_meter.encryption_key),
+            ("ak", demo_meter.authentication_key),
+        )
+        for kind, secret in keys:
+            if vault.get(layout.tenant_id, demo_meter.system_title, kind) != secret:
+                vault.store(
+                    layout.tenant_id,
+                    system_title=demo_meter.system_title,
+                    meter_id=ids[demo_meter.serial],
+                    kind=kind,
+                    secret=secret,
+                )
+                stored += 1
+    return stored
+
+
+def _meter_ids(conn: Connection, tenant_id: int, serials: list[str]) -> dict[str, int]:
+    rows = conn.execute(
+        select(schema.meter.c.serial, schema.meter.c.id).where(
+            schema.meter.c.tenant_id == tenant_id, schema.meter.c.serial.in_(serials)
+        )
+    ).all()
+    return {row.serial: int(row.id) for row in rows}
 
 
 def _create(conn: Connection, layout: list[Household], now: datetime) -> int:
@@ -210,3 +300,70 @@ def _create(conn: Connection, layout: list[Household], now: datetime) -> int:
         ],
     )
     return int(tenant_id)
+
+
+def _create_dlms(conn: Connection, tenant_id: int, pushing: list[DlmsDemoMeter], now: datetime) -> None:
+    """Market Street: one commercial customer, account, premise and directly connected meter each."""
+    t = {"tenant_id": tenant_id}
+    customer_ids = _insert(
+        conn,
+        schema.customer,
+        [
+            {
+                **t,
+                "number": f"C-{m.premise}",
+                "name": f"Shop {m.address}",
+                "kind": "commercial",
+                "email": f"{m.premise.lower()}@example.org",
+            }
+            for m in pushing
+        ],
+    )
+    account_ids = _insert(
+        conn,
+        schema.account,
+        [
+            {**t, "customer_id": cid, "number": f"A-{m.premise}", "billing_address": m.address}
+            for cid, m in zip(customer_ids, pushing, strict=True)
+        ],
+    )
+    point_ids = _insert(
+        conn,
+        schema.service_point,
+        [
+            {
+                **t,
+                "code": f"{m.premise}-ELEC",
+                "kind": "premise",
+                "utility": "electricity",
+                "address": m.address,
+                "account_id": aid,
+            }
+            for aid, m in zip(account_ids, pushing, strict=True)
+        ],
+    )
+    maker, model = DLMS_METER_MODEL
+    meter_ids = _insert(
+        conn,
+        schema.meter,
+        [
+            {
+                **t,
+                "serial": m.serial,
+                "medium": "electricity",
+                "protocol": DLMS_PROTOCOL,
+                "manufacturer": maker,
+                "model": model,
+                "installed_at": now,
+                "status": "active",
+            }
+            for m in pushing
+        ],
+    )
+    conn.execute(
+        insert(schema.meter_installation),
+        [
+            {**t, "meter_id": m, "service_point_id": p, "installed_at": now}
+            for m, p in zip(meter_ids, point_ids, strict=True)
+        ],
+    )
