@@ -37,6 +37,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(meters_app, name="meters")
 app.add_typer(bench_app, name="bench")
+simulate_app = typer.Typer(no_args_is_help=True, help="Simulated meters speaking the real protocols.")
+app.add_typer(simulate_app, name="simulate")
 
 console = Console()
 err = Console(stderr=True)
@@ -586,6 +588,61 @@ def decode_dlms(
             print(json.dumps(rendered, ensure_ascii=False, indent=1))
 
     _run(go)
+
+
+@bench_app.command("dlms")
+def bench_dlms(
+    meters: Annotated[
+        int, typer.Option(min=1, max=20_000, help="Simulated meters (one TCP port each).")
+    ] = 200,
+    rounds: Annotated[int, typer.Option(min=1, max=100, help="Reads per meter.")] = 2,
+    concurrency: Annotated[int, typer.Option(min=1, max=4096, help="Reads in flight at once.")] = 64,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """Read one day of 15-minute load profile from N simulated DLMS meters over TCP (HLS, ciphered)."""
+
+    def go() -> None:
+        from openami.bench.dlms import run_dlms_bench
+
+        if as_json:
+            print(json.dumps(run_dlms_bench(meters, rounds=rounds, concurrency=concurrency)))
+            return
+        with _progress() as bar:
+            task = bar.add_task("load-profile reads", total=meters * rounds)
+            result = run_dlms_bench(
+                meters,
+                rounds=rounds,
+                concurrency=concurrency,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        console.print_json(json.dumps(result))
+
+    _run(go)
+
+
+@simulate_app.command("dlms")
+def simulate_dlms(
+    meters: Annotated[int, typer.Option(min=1, max=20_000)] = 10,
+    base_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Meter i listens on base-port + i.")
+    ] = 14059,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+) -> None:
+    """Serve simulated DLMS meters (wrapper over TCP) until Ctrl-C; keys are the public demo keys."""
+
+    def go() -> None:
+        from openami.simulator.dlms_meter import run_simulator
+
+        def ready(simulator: Any) -> None:
+            first, last = simulator.ports[0], simulator.ports[-1]
+            console.print(
+                f"{meters} DLMS meters on {host}:{first}..{last} (client 1 HLS-GMAC, client 16 public)"
+            )
+
+        asyncio.run(run_simulator(meters, base_port, host=host, on_ready=ready))
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go)
 
 
 def main() -> None:

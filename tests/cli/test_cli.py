@@ -225,3 +225,12 @@ def test_bench_ingest_through_the_service(tmp_path: Path) -> None:
     figures = json.loads(result.output)
     assert (figures["through"], figures["rows"], figures["meters"]) == ("service", 2000, 50)
     assert figures["rows_per_s"] > 0
+
+
+def test_bench_dlms_reads_every_meter_over_tcp() -> None:
+    result = runner.invoke(app, ["bench", "dlms", "--meters", "5", "--rounds", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert (figures["meters"], figures["reads"], figures["rows"]) == (5, 5, 5 * 96)  # one day each, no gaps
+    assert figures["reads_per_s"] > 0
+    assert figures["client_cpu_ms_per_read"] > 0

@@ -214,10 +214,10 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 async def _let_pushes_land(platform: Platform, *, quiet_s: float = 0.25, timeout_s: float = 10.0) -> None:
     """Let the push listener handle the pushes already delivered to it before the platform stops.
 
-    Stopping the demo in the middle of a back-fill leaves frames the meters have written queued in the
-    listener's connections; stopping the listener at once would drop them (and on Python 3.11 log an
-    error for every connection task it cancels). Nothing counts what is still in flight, so this waits
-    until the listener has handled nothing new for ``quiet_s``, at most ``timeout_s``.
+    Stopping the demo in the middle of a back-fill leaves frames the simulated meters have already sent
+    in the sockets' buffers; stopping the listener at once would drop them. Nothing counts what is still
+    in flight, so this waits until the listener has handled nothing new for ``quiet_s``, at most
+    ``timeout_s``.
     """
     if platform.dlms_push is None:
         return

@@ -34,6 +34,7 @@ import contextlib
 import hashlib
 import logging
 import math
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
@@ -70,6 +71,11 @@ IDLE_TIMEOUT_S: Final = 300.0
 MAX_PENDING_DATAGRAMS: Final = 1000
 """Datagrams being handled at once; more are dropped (UDP has no back-pressure to apply)."""
 _READ_SIZE: Final = 65536
+#: How long a system title's keys are reused before the vault is asked again, and how many are kept.
+_KEY_CACHE_S: Final = 60.0
+_KEY_CACHE_MAX: Final = 100_000
+#: How long stop() lets connections finish the push in hand before cancelling them.
+_STOP_GRACE_S: Final = 5.0
 _WRAPPER_VERSION: Final = VERSION.to_bytes(2, "big")
 
 
@@ -223,6 +229,8 @@ class DlmsPushListener:
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._key_cache: dict[bytes, tuple[float, PushKeys | None]] = {}
         self._datagram_tasks: set[asyncio.Task[None]] = set()
         self.stats = PushStats()
 
@@ -259,13 +267,36 @@ class DlmsPushListener:
             self._udp = None
         if server is not None:
             server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, *self._datagram_tasks, return_exceptions=True)
+        # Close the connections' transports rather than cancelling their tasks: a pending read then ends
+        # (EOF) and each handler returns normally, finishing the push in hand. Cancelling a stream
+        # handler makes Python 3.11's asyncio log a spurious CancelledError traceback.
+        for writer in list(self._writers):
+            writer.close()
+        pending = {*self._connections, *self._datagram_tasks}
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=_STOP_GRACE_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
 
     # ------------------------------------------------------------------------------------ transports
+
+    async def _push_keys(self, title: bytes) -> PushKeys | None:
+        """The vault's keys for a system title, cached briefly: a meter pushes every few minutes, and a
+        database round trip per push is most of a push's cost. Re-keyed meters are picked up within
+        ``_KEY_CACHE_S``."""
+        assert self._vault is not None
+        now = time.monotonic()
+        cached = self._key_cache.get(title)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        keys = await asyncio.to_thread(self._vault.push_keys, title)
+        if len(self._key_cache) >= _KEY_CACHE_MAX:
+            self._key_cache.clear()
+        self._key_cache[title] = (now + _KEY_CACHE_S, keys)
+        return keys
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
@@ -277,6 +308,7 @@ class DlmsPushListener:
             writer.close()
             return
         self._connections.add(task)
+        self._writers.add(writer)
         self.stats.connections += 1
         try:
             await self._read_stream(reader, origin)
@@ -288,6 +320,7 @@ class DlmsPushListener:
             log.exception("connection %s failed", origin)  # one connection, never the listener
         finally:
             self._connections.discard(task)
+            self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -382,7 +415,7 @@ class DlmsPushListener:
         if self._vault is None:
             raise _Rejected(f"ciphered push from {title.hex().upper()} but no key vault configured")
         try:
-            keys = await asyncio.to_thread(self._vault.push_keys, title)
+            keys = await self._push_keys(title)
         except SecurityError as exc:
             raise _Rejected(f"keys of system title {title.hex().upper()}: {exc}") from None
         if keys is None or keys.encryption_key is None:
