@@ -21,7 +21,8 @@ from openami.bus.base import Bus
 from openami.bus.factory import make_bus
 from openami.config import Settings
 from openami.hes.dlms_push import DlmsPushListener
-from openami.hes.mqtt_listener import MqttGatewayListener, RejectedMessage
+from openami.hes.mqtt_listener import MqttGatewayListener
+from openami.hes.rejected import RejectedMessage
 from openami.mdm.ingest import IngestService
 from openami.observability.metrics import Metrics
 from openami.security.keyvault import KeyVault, load_master_key

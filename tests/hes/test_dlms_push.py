@@ -13,7 +13,7 @@ from openami.bus.base import Message, SubscribeOptions
 from openami.bus.memory import MemoryBus
 from openami.bus.messages import ReadingBatch
 from openami.hes.dlms_push import DlmsPushListener, push_message_id
-from openami.hes.mqtt_listener import RejectedMessage
+from openami.hes.rejected import RejectedMessage
 from openami.protocols.dlms.security import SecurityControl, encrypt
 from openami.protocols.dlms.stream import parse_hex_text
 from openami.protocols.dlms.wrapper import WrapperFrame, encode_wrapper

@@ -41,7 +41,7 @@ from typing import Final, Protocol
 
 from openami.bus.base import Bus, BusError
 from openami.bus.messages import ReadingBatch, Series, readings_subject
-from openami.hes.mqtt_listener import MAX_REJECTED_PAYLOAD, RejectedHandler, RejectedMessage
+from openami.hes.rejected import RejectedHandler, hand_over
 from openami.protocols.dlms.errors import DlmsError, FrameError, ReplayError
 from openami.protocols.dlms.hdlc import FLAG, LLC_COMMAND, LLC_RESPONSE, HdlcStreamParser, SegmentReassembler
 from openami.protocols.dlms.notification import Notification
@@ -449,13 +449,4 @@ class DlmsPushListener:
         self.stats.received += 1
         self.stats.rejected += 1
         log.warning("rejected push from %s: %s", origin, reason)
-        if self._on_rejected is None:
-            return
-        rejected = RejectedMessage(
-            origin, tenant, reason, payload[:MAX_REJECTED_PAYLOAD], len(payload), received_at
-        )
-        try:
-            await self._on_rejected(rejected)
-        except Exception:
-            # The dead-letter store failing must not take the listener down with it.
-            log.exception("on_rejected handler failed for %s", origin)
+        await hand_over(self._on_rejected, origin, tenant, reason, payload, received_at)

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -39,32 +38,15 @@ from openami.drivers.mqtt_json import (
     uplink_filter,
     uplink_to_batch,
 )
+from openami.hes.rejected import RejectedHandler, hand_over
 from openami.transports.errors import ConnectError
 from openami.transports.mqtt import make_client, parse_mqtt_url
 
 log = logging.getLogger(__name__)
 
-MAX_REJECTED_PAYLOAD = 64 * 1024
 """How much of a rejected payload is kept for the dead-letter record."""
 MAX_BUS_MESSAGE_BYTES = 1_000_000
 """Largest bus message we publish: under the 1 MiB NATS default (and MemoryBus limit), with header room."""
-
-
-@dataclass(frozen=True)
-class RejectedMessage:
-    """An uplink the listener could not turn into readings (or could not hand to the bus)."""
-
-    topic: str
-    tenant: str | None
-    """From the topic; None when the topic itself is what is wrong."""
-    reason: str
-    payload: bytes
-    """The first :data:`MAX_REJECTED_PAYLOAD` bytes; ``size`` is the full length."""
-    size: int
-    received_at: datetime
-
-
-RejectedHandler = Callable[[RejectedMessage], Awaitable[None]]
 
 
 @dataclass
@@ -263,13 +245,4 @@ class MqttGatewayListener:
             return
         self.stats.rejected += 1
         log.warning("rejected uplink on %r: %s", topic, reason)
-        if self._on_rejected is None:
-            return
-        rejected = RejectedMessage(
-            topic, tenant, reason, payload[:MAX_REJECTED_PAYLOAD], len(payload), received_at
-        )
-        try:
-            await self._on_rejected(rejected)
-        except Exception:
-            # The dead-letter store failing must not take the listener down with it.
-            log.exception("on_rejected handler failed for %r", topic)
+        await hand_over(self._on_rejected, topic, tenant, reason, payload, received_at)
