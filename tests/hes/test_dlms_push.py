@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import Engine
 
-from openami.bus.base import Message, SubscribeOptions
+from openami.bus.base import SubscribeOptions
 from openami.bus.memory import MemoryBus
-from openami.bus.messages import ReadingBatch
 from openami.hes.dlms_push import DlmsPushListener, push_message_id
-from openami.hes.rejected import RejectedMessage
 from openami.protocols.dlms.security import SecurityControl, encrypt
 from openami.protocols.dlms.stream import parse_hex_text
 from openami.protocols.dlms.wrapper import WrapperFrame, encode_wrapper
@@ -21,6 +19,7 @@ from openami.security.keyvault import KeyVault
 from openami.store.schema import meter, tenant
 from openami.transports.errors import PortInUseError
 from tests.conftest import corpora_dir
+from tests.hes.support import Collector, Rejections, until
 
 TITLE = bytes.fromhex("4D4D4D0000BC614E")
 EK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
@@ -31,30 +30,6 @@ PLAIN_PUSH = bytes.fromhex("0F00000001" + "00" + "0202" + "090601000108" + "00FF
 PUSH_WITH_ID = bytes.fromhex("0F00000002" + "00" + "0204" + "090600006001" + "00FF" + "0908") + (
     b"METER001" + bytes.fromhex("090601000108" + "00FF" + "0600003039")
 )
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.batches: list[ReadingBatch] = []
-        self.msg_ids: list[str] = []
-
-    async def handle(self, message: Message) -> None:
-        self.batches.append(ReadingBatch.from_bytes(message.data))
-        self.msg_ids.append(message.headers["Nats-Msg-Id"])
-
-
-class Rejections:
-    def __init__(self) -> None:
-        self.items: list[RejectedMessage] = []
-
-    async def __call__(self, rejected: RejectedMessage) -> None:
-        self.items.append(rejected)
 
 
 @pytest.fixture
@@ -94,7 +69,7 @@ async def test_plain_iskra_push_over_tcp(bus: tuple[MemoryBus, Collector], free_
     await listener.start()
     try:
         await _send_tcp(listener.port, _iskra_capture())
-        await _until(lambda: len(collector.batches) == 1)
+        await until(lambda: len(collector.batches) == 1)
     finally:
         await listener.stop()
     batch = collector.batches[0]
@@ -150,16 +125,16 @@ async def test_encrypted_push_over_udp_and_replay(
     try:
         frame = _ciphered(7)
         _send_udp(listener.port, frame)
-        await _until(lambda: len(collector.batches) == 1)
+        await until(lambda: len(collector.batches) == 1)
         # The same push again: same invocation counter, refused as a replay.
         _send_udp(listener.port, frame)
-        await _until(lambda: len(rejections.items) == 1)
+        await until(lambda: len(rejections.items) == 1)
         # Without authentication although an AK is stored: refused (a downgrade).
         _send_udp(listener.port, _ciphered(8, authenticated=False))
-        await _until(lambda: len(rejections.items) == 2)
+        await until(lambda: len(rejections.items) == 2)
         # A later counter is accepted.
         _send_udp(listener.port, _ciphered(9))
-        await _until(lambda: len(collector.batches) == 2)
+        await until(lambda: len(collector.batches) == 2)
     finally:
         await listener.stop()
     batch = collector.batches[0]
@@ -197,7 +172,7 @@ async def test_unknown_system_title_rejected(
     await listener.start()
     try:
         _send_udp(listener.port, _ciphered(1))
-        await _until(lambda: len(rejections.items) == 1)
+        await until(lambda: len(rejections.items) == 1)
     finally:
         await listener.stop()
     assert "unknown system title" in rejections.items[0].reason
@@ -214,21 +189,21 @@ async def test_garbage_over_tcp_rejected_then_next_connection_served(
     await listener.start()
     try:
         await _send_tcp(listener.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        await _until(lambda: len(rejections.items) == 1)
+        await until(lambda: len(rejections.items) == 1)
         # A wrapper stream with a broken header after a good frame: the good one passes, then the
         # connection is dropped (the wrapper cannot resynchronise).
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         writer.write(encode_wrapper(WrapperFrame(1, 1, PUSH_WITH_ID)))
         await writer.drain()
-        await _until(lambda: len(collector.batches) == 1)
+        await until(lambda: len(collector.batches) == 1)
         writer.write(b"\x00\x02garbage!")
         await writer.drain()
-        await _until(lambda: len(rejections.items) == 2)
+        await until(lambda: len(rejections.items) == 2)
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the listener
         writer.close()
         await writer.wait_closed()
         await _send_tcp(listener.port, _iskra_capture())
-        await _until(lambda: len(collector.batches) == 2)
+        await until(lambda: len(collector.batches) == 2)
     finally:
         await listener.stop()
     assert "neither a DLMS wrapper nor an HDLC stream" in rejections.items[0].reason

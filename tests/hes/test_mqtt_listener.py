@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from amqtt.broker import Broker
 
-from openami.bus.base import Message, SubscribeOptions
+from openami.bus.base import SubscribeOptions
 from openami.bus.memory import MemoryBus
-from openami.bus.messages import Reading, ReadingBatch
+from openami.bus.messages import ReadingBatch
 from openami.drivers.mqtt_json import encode_uplink, uplink_to_batch, uplink_topic
 from openami.hes.mqtt_listener import MqttGatewayListener, split_batch
 from openami.hes.rejected import MAX_REJECTED_PAYLOAD, RejectedMessage
@@ -26,39 +26,10 @@ from openami.simulator.gateway import CHANNELS, SimMeter, VirtualGateway
 from openami.transports.errors import ConnectError
 from openami.transports.mqtt import make_client
 from openami.transports.mqtt_broker import EmbeddedBroker
+from tests.hes.support import Collector, Rejections, until
 
 DAY = datetime(2026, 11, 16, tzinfo=UTC)
 TENANT = "acme"
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    async with asyncio.timeout(timeout_s):
-        while not condition():
-            await asyncio.sleep(0.01)
-
-
-class Collector:
-    """A bus subscriber keeping every ReadingBatch delivered on ``readings.>``."""
-
-    def __init__(self) -> None:
-        self.batches: list[ReadingBatch] = []
-        self.msg_ids: list[str] = []
-
-    async def handle(self, message: Message) -> None:
-        self.batches.append(ReadingBatch.from_bytes(message.data))
-        self.msg_ids.append(message.headers["Nats-Msg-Id"])
-
-    @property
-    def readings(self) -> list[Reading]:
-        return [reading for batch in self.batches for reading in batch.readings]
-
-
-class Rejections:
-    def __init__(self) -> None:
-        self.items: list[RejectedMessage] = []
-
-    async def __call__(self, rejected: RejectedMessage) -> None:
-        self.items.append(rejected)
 
 
 @pytest.fixture
@@ -130,7 +101,7 @@ async def test_gateway_readings_reach_the_bus(
         sent = await gateway.publish_span(client, prefix, DAY, DAY + timedelta(days=1))
     assert sent == 2
 
-    await _until(lambda: listener.stats.accepted == 2)
+    await until(lambda: listener.stats.accepted == 2)
     await bus.drain()
     expected = 60 * 2 * 96  # meters x channels x quarter hours
     assert len(collector.readings) == listener.stats.readings == expected
@@ -165,7 +136,7 @@ async def test_a_retransmitted_uplink_is_delivered_once(
     await _publish(mqtt_url, topic, encode_uplink(uplink), encode_uplink(uplink, compress=True))
     await _publish(mqtt_url, other_topic, encode_uplink(unnumbered), encode_uplink(unnumbered))
 
-    await _until(lambda: listener.stats.accepted == 4)
+    await until(lambda: listener.stats.accepted == 4)
     await bus.drain()
     assert len(collector.batches) == 2
     assert len(collector.readings) == 2 * 3 * 2 * 4
@@ -189,7 +160,7 @@ async def test_malformed_uplinks_are_rejected_and_the_listener_keeps_going(
     (good,) = _gateway(1).uplinks(DAY, DAY + timedelta(hours=1))
     await _publish(mqtt_url, topic, encode_uplink(good))
 
-    await _until(lambda: listener.stats.received == 4)
+    await until(lambda: listener.stats.received == 4)
     await bus.drain()
     assert (listener.stats.accepted, listener.stats.rejected) == (1, 3)
     assert len(collector.readings) == 2 * 4
@@ -217,7 +188,7 @@ async def test_same_flow_with_gzip_and_events(
     async with make_client(mqtt_url) as client:
         await gateway.publish_span(client, prefix, DAY, DAY + timedelta(days=1), gzip=True)
 
-    await _until(lambda: listener.stats.accepted == 1)
+    await until(lambda: listener.stats.accepted == 1)
     await bus.drain()
     events = [event for batch in collector.batches for event in batch.events]
     assert [(e.code, e.ts) for e in events] == [
@@ -245,7 +216,7 @@ async def test_an_uplink_larger_than_a_bus_message_arrives_in_parts(
     try:
         async with make_client(mqtt_url) as client:
             await _gateway(20).publish_span(client, prefix, DAY, DAY + timedelta(days=1))
-        await _until(lambda: listener.stats.accepted == 1)
+        await until(lambda: listener.stats.accepted == 1)
         await bus.drain()
     finally:
         await listener.stop()
@@ -281,14 +252,14 @@ async def test_listener_reconnects_after_the_broker_restarts(
     await listener.start()
     try:
         await broker.stop()
-        await _until(lambda: not listener.connected)
+        await until(lambda: not listener.connected)
         await broker.start()
-        await _until(lambda: listener.connected)
+        await until(lambda: listener.connected)
         assert listener.stats.connects == 2
 
         (uplink,) = _gateway(1).uplinks(DAY, DAY + timedelta(hours=1))
         await _publish(broker.url, uplink_topic(prefix, TENANT, "GW-0001"), encode_uplink(uplink))
-        await _until(lambda: listener.stats.accepted == 1)
+        await until(lambda: listener.stats.accepted == 1)
     finally:
         await listener.stop()
         await broker.stop()
@@ -374,11 +345,11 @@ async def test_failing_dead_letter_handler_and_bus_do_not_stop_the_listener(
     try:
         topic = uplink_topic(prefix, TENANT, "GW-0001")
         await _publish(embedded_url, topic, b"not json")
-        await _until(lambda: listener.stats.rejected == 1)
+        await until(lambda: listener.stats.rejected == 1)
         await bus.close()  # publishing now raises BusError
         (uplink,) = _gateway(1).uplinks(DAY, DAY + timedelta(hours=1))
         await _publish(embedded_url, topic, encode_uplink(uplink))
-        await _until(lambda: listener.stats.rejected == 2)
+        await until(lambda: listener.stats.rejected == 2)
         assert listener.connected
         assert calls[1] == "bus publish failed: the bus is closed"
     finally:
@@ -392,7 +363,7 @@ async def test_run_live_publishes_each_interval_as_it_completes(
     async with make_client(mqtt_url) as client:
         sent = await gateway.run_live(client, prefix, start=DAY, time_factor=9000, intervals=3)
     assert sent == 3
-    await _until(lambda: listener.stats.accepted == 3)
+    await until(lambda: listener.stats.accepted == 3)
     await bus.drain()
     ends = sorted({r.ts for r in collector.readings})
     assert ends == [DAY + timedelta(minutes=15 * k) for k in (1, 2, 3)]
