@@ -31,7 +31,15 @@ from openami.protocols.dlms.association import (
     Reply,
     ServerAssociation,
 )
-from openami.protocols.dlms.axdr import CosemDateTime, Data, DataType, encode_datetime, parse_datetime
+from openami.protocols.dlms.axdr import (
+    Column,
+    CosemDateTime,
+    Data,
+    DataType,
+    Table,
+    datetime_octets,
+    parse_datetime,
+)
 from openami.protocols.dlms.errors import DlmsError
 from openami.protocols.dlms.obis import Obis
 from openami.protocols.dlms.wrapper import WrapperFrame, WrapperStreamParser, encode_wrapper
@@ -96,6 +104,14 @@ PROFILE_COLUMNS: Final = (
     CaptureObject(_DATA, PROFILE_STATUS, 2),
 )
 """Capture objects of the load profile, in column order."""
+_PROFILE_TABLE: Final = (
+    Column(DataType.OCTET_STRING, 12),
+    Column(DataType.DOUBLE_LONG_UNSIGNED),
+    Column(DataType.DOUBLE_LONG_UNSIGNED),
+    Column(DataType.DOUBLE_LONG_UNSIGNED),
+    Column(DataType.UNSIGNED),
+)
+"""The buffer's row shape: the clock as a 12-byte octet-string, +A and -A in Wh, P in W, status."""
 
 _UNIT_WH, _UNIT_W = 30, 27
 PROFILE_DEPTH: Final = 96 * 90
@@ -137,7 +153,7 @@ def _ceil(ts: datetime) -> datetime:
 
 
 def _datetime_octets(ts: datetime) -> bytes:
-    return encode_datetime(CosemDateTime.from_datetime(ts.astimezone(UTC)))
+    return datetime_octets(ts.astimezone(UTC))
 
 
 def _as_datetime(value: Data) -> datetime | None:
@@ -257,20 +273,11 @@ class SimulatedMeter:
             return DataAccessResult.OBJECT_UNAVAILABLE
         if isinstance(access, RangeDescriptor) and access.selected_values:
             return DataAccessResult.OBJECT_UNAVAILABLE
-        octet_string, uint32, uint8, structure = (
-            Data.octet_string,
-            Data.uint32,
-            Data.uint8,
-            Data.structure,
+        rows = tuple(
+            (datetime_octets(ts), imp, exp, power, status)
+            for ts, imp, exp, power, status in self.profile_rows(start, end)
         )
-        return Data.array(
-            *[
-                structure(
-                    octet_string(_datetime_octets(ts)), uint32(imp), uint32(exp), uint32(power), uint8(status)
-                )
-                for ts, imp, exp, power, status in self.profile_rows(start, end)
-            ]
-        )
+        return Data(DataType.ARRAY, Table(_PROFILE_TABLE, rows))
 
     def get(self, attribute: CosemAttribute, access: SelectiveAccess | None) -> GetResult:
         getter = self._getters.get((attribute.class_id, attribute.obis, attribute.attribute))

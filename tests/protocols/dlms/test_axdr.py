@@ -521,7 +521,7 @@ def test_round_trip_python_datetime(value: datetime) -> None:
 
 # --------------------------------------------------------------------------------------------- fuzzing
 
-_TIME_LIMIT = 0.05
+_TIME_LIMIT = 0.2  # generous: a GC pause on a loaded CI machine is not a hang
 _TIME_PER_BYTE = 10e-6  # large inputs may legitimately hold one value per byte
 
 

@@ -26,7 +26,17 @@ from openami.drivers.dlms.errors import (
     DlmsUnreachable,
 )
 from openami.protocols.dlms.association import AuthenticationFailed, ClientAssociation, NextRequest
-from openami.protocols.dlms.axdr import CosemDateTime, Data, DataType, encode_datetime, parse_datetime
+from openami.protocols.dlms.axdr import (
+    Column,
+    CosemDateTime,
+    Data,
+    DataType,
+    Table,
+    datetime_octets,
+    encode_datetime,
+    parse_datetime,
+    table_rows,
+)
 from openami.protocols.dlms.errors import DlmsError
 from openami.protocols.dlms.obis import Obis
 from openami.protocols.dlms.wrapper import WrapperFrame, WrapperStreamParser, encode_wrapper
@@ -55,6 +65,7 @@ DISCONNECT_CONTROL: Final = Obis(0, 0, 96, 3, 10, 255)
 _CLOCK_CLASS, _REGISTER_CLASS, _PROFILE_CLASS, _DISCONNECT_CLASS = 8, 3, 7, 70
 _CLOCK_TIME = CosemAttribute(_CLOCK_CLASS, CLOCK, 2)
 _CLOCK_COLUMN = CaptureObject(_CLOCK_CLASS, CLOCK, 2)
+_CLOCK_OCTETS = Column(DataType.OCTET_STRING, 12)
 _CHALLENGE_BYTES: Final = 16
 _READ_SIZE: Final = 0x10000
 _ONE_SECOND: Final = timedelta(seconds=1)
@@ -165,13 +176,13 @@ class DlmsClient:
             )
         return frame.apdu
 
-    async def _call(self, apdu: XdlmsApdu, what: str) -> XdlmsApdu:
+    async def _call(self, apdu: XdlmsApdu, what: str, *, tables: bool = False) -> XdlmsApdu:
         """One confirmed service, datablocks included; ExceptionResponse and foreign invoke ids refused."""
         assoc = self.association
         with self._edge(what):
-            outcome = assoc.handle(await self._exchange(assoc.request(apdu)))
+            outcome = assoc.handle(await self._exchange(assoc.request(apdu)), tables=tables)
             while isinstance(outcome, NextRequest):
-                outcome = assoc.handle(await self._exchange(outcome.raw))
+                outcome = assoc.handle(await self._exchange(outcome.raw), tables=tables)
         answer = outcome.apdu
         if isinstance(answer, ExceptionResponse):
             raise DlmsProtocolError(
@@ -184,11 +195,16 @@ class DlmsClient:
 
     # ------------------------------------------------------------------------------------- services
 
-    async def get(self, attribute: CosemAttribute, access: SelectiveAccess | None = None) -> Data:
-        """The value of one attribute; :class:`DlmsAccessError` when the meter refuses it."""
+    async def get(
+        self, attribute: CosemAttribute, access: SelectiveAccess | None = None, *, tables: bool = False
+    ) -> Data:
+        """The value of one attribute; :class:`DlmsAccessError` when the meter refuses it.
+
+        ``tables``: a uniform array comes back holding a :class:`~openami.protocols.dlms.axdr.Table`.
+        """
         what = f"GET {attribute.obis}/{attribute.attribute}"
         answer = await self._call(
-            GetRequestNormal(self.association.next_invoke_id(), attribute, access), what
+            GetRequestNormal(self.association.next_invoke_id(), attribute, access), what, tables=tables
         )
         if not isinstance(answer, GetResponseNormal):
             raise DlmsProtocolError(f"{what}: unexpected {type(answer).__name__}")
@@ -256,10 +272,13 @@ class DlmsClient:
             raise ValueError("read_profile needs aware datetimes")
         access = RangeDescriptor(
             _CLOCK_COLUMN,
-            Data.octet_string(encode_datetime(CosemDateTime.from_datetime(start))),
-            Data.octet_string(encode_datetime(CosemDateTime.from_datetime(end - _ONE_SECOND))),
+            Data.octet_string(datetime_octets(start)),
+            Data.octet_string(datetime_octets(end - _ONE_SECOND)),
         )
-        buffer = await self.get(CosemAttribute(_PROFILE_CLASS, obis, 2), access)
+        buffer = await self.get(CosemAttribute(_PROFILE_CLASS, obis, 2), access, tables=True)
+        table = table_rows(buffer)
+        if table is not None:
+            return _table_profile(obis, table)
         if buffer.type != DataType.ARRAY or not isinstance(buffer.value, tuple):
             raise DlmsProtocolError(f"{obis}: buffer is not an array: {buffer.type.name}")
         rows: list[tuple[object, ...]] = []
@@ -283,6 +302,20 @@ class DlmsClient:
         await self.action(CosemMethod(_DISCONNECT_CLASS, DISCONNECT_CONTROL, 2), Data.int8(0))
 
 
+def _table_profile(obis: Obis, table: Table) -> list[tuple[object, ...]]:
+    """Profile rows from the cheap Table form: a clock octet-string first, plain values after."""
+    if table.columns[0] != _CLOCK_OCTETS:
+        raise DlmsProtocolError(f"{obis}: first profile column is not a date-time: {table.columns[0]}")
+    rows: list[tuple[object, ...]] = []
+    append = rows.append
+    for row in table.rows:
+        ts = _datetime_of_octets(row[0])  # type: ignore[arg-type]  # a 12-byte column holds bytes
+        if ts is None:
+            raise DlmsProtocolError(f"{obis}: profile row without a usable time")
+        append((ts, *row[1:]))
+    return rows
+
+
 # year, month, day, (day of week), hour, minute, second, hundredths, deviation, (clock status)
 _DATE_TIME: Final = struct.Struct(">HBBxBBBBhx")
 _ZONES: dict[int, tzinfo] = {}
@@ -298,17 +331,21 @@ def _datetime_of(value: Data) -> datetime | None:
     """
     raw = value.value
     if value.type == DataType.OCTET_STRING and isinstance(raw, bytes) and len(raw) == 12:
-        year, month, day, hour, minute, second, hundredths, deviation = _DATE_TIME.unpack(raw)
-        if year != 0xFFFF and hour < 24 and minute < 60 and second < 60 and hundredths < 100:
-            zone = _ZONES.get(deviation)
-            if zone is None and -24 * 60 < deviation < 24 * 60:
-                zone = _ZONES.setdefault(deviation, timezone(timedelta(minutes=-deviation)))
-            if zone is not None:
-                try:
-                    return datetime(year, month, day, hour, minute, second, hundredths * 10_000, zone)
-                except ValueError:
-                    return None
-        return parse_datetime(raw).to_datetime()
+        return _datetime_of_octets(raw)
     if isinstance(raw, CosemDateTime):
         return raw.to_datetime()
     return None
+
+
+def _datetime_of_octets(raw: bytes) -> datetime | None:
+    year, month, day, hour, minute, second, hundredths, deviation = _DATE_TIME.unpack(raw)
+    if year != 0xFFFF and hour < 24 and minute < 60 and second < 60 and hundredths < 100:
+        zone = _ZONES.get(deviation)
+        if zone is None and -24 * 60 < deviation < 24 * 60:
+            zone = _ZONES.setdefault(deviation, timezone(timedelta(minutes=-deviation)))
+        if zone is not None:
+            try:
+                return datetime(year, month, day, hour, minute, second, hundredths * 10_000, zone)
+            except ValueError:
+                return None
+    return parse_datetime(raw).to_datetime()

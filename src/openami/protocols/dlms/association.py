@@ -455,12 +455,16 @@ class ClientAssociation:
         self._blocks.clear()
         return self._seal(apdu)
 
-    def handle(self, raw: bytes) -> Result | NextRequest:
-        """Decipher, check and decode a response; a datablock that is not the last asks for the next."""
+    def handle(self, raw: bytes, *, tables: bool = False) -> Result | NextRequest:
+        """Decipher, check and decode a response; a datablock that is not the last asks for the next.
+
+        ``tables``: a uniform array (a profile buffer) comes back as a
+        :class:`~openami.protocols.dlms.axdr.Table`, the cheap form for bulk reads.
+        """
         if self._phase is _Phase.AWAITING_HLS:
             return self._handle_hls(raw)
         self._expect(_Phase.ASSOCIATED, "response")
-        apdu = decode_xdlms(self._prot.open(raw, self.server_system_title))
+        apdu = decode_xdlms(self._prot.open(raw, self.server_system_title), tables=tables)
         if not isinstance(apdu, GetResponseWithDatablock):
             return Result(apdu)
         if isinstance(apdu.raw_data, DataAccessResult):
@@ -471,7 +475,7 @@ class ClientAssociation:
         if not apdu.last_block:
             return NextRequest(self._seal(GetRequestNext(apdu.invoke_id, apdu.block_number)))
         blocks, self._blocks = self._blocks, []
-        return Result(GetResponseNormal(apdu.invoke_id, reassemble_datablocks(blocks)))
+        return Result(GetResponseNormal(apdu.invoke_id, reassemble_datablocks(blocks, tables=tables)))
 
     def _handle_hls(self, raw: bytes) -> Result:
         self._phase = _Phase.FAILED

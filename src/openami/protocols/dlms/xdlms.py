@@ -559,12 +559,13 @@ XdlmsApdu: TypeAlias = (
 class _Reader:
     """A cursor over one APDU; the only place bounds are checked for fixed-size fields."""
 
-    __slots__ = ("buf", "end", "pos")
+    __slots__ = ("buf", "end", "pos", "tables")
 
-    def __init__(self, buf: bytes, pos: int) -> None:
+    def __init__(self, buf: bytes, pos: int, tables: bool = False) -> None:
         self.buf = buf
         self.pos = pos
         self.end = len(buf)
+        self.tables = tables
 
     def take(self, n: int, what: str) -> bytes:
         pos = self.pos
@@ -591,7 +592,7 @@ class _Reader:
         return n
 
     def data(self) -> Data:
-        value, self.pos = decode_data(self.buf, self.pos)
+        value, self.pos = decode_data(self.buf, self.pos, tables=self.tables)
         return value
 
 
@@ -1075,22 +1076,25 @@ def encode_xdlms(apdu: XdlmsApdu) -> bytes:
     return _encode_layout(layout, apdu)
 
 
-def decode_xdlms(raw: bytes | bytearray | memoryview) -> XdlmsApdu:
-    """Decode one unciphered, reassembled GET/SET/ACTION/exception APDU that fills ``raw`` exactly."""
+def decode_xdlms(raw: bytes | bytearray | memoryview, *, tables: bool = False) -> XdlmsApdu:
+    """Decode one unciphered, reassembled GET/SET/ACTION/exception APDU that fills ``raw`` exactly.
+
+    ``tables``: uniform arrays in its values come back as :class:`~openami.protocols.dlms.axdr.Table`.
+    """
     buf = raw if isinstance(raw, bytes) else bytes(raw)
     if not buf:
         raise DecodeError("empty APDU", 0)
     decoder = _DECODERS.get(buf[0])
     if decoder is None:
         raise DecodeError(f"unsupported xDLMS tag 0x{buf[0]:02X}", 0)
-    r = _Reader(buf, 1)
+    r = _Reader(buf, 1, tables)
     apdu = decoder(r)
     if r.pos != r.end:
         raise DecodeError(f"{r.end - r.pos} trailing bytes after APDU", r.pos)
     return apdu
 
 
-def reassemble_datablocks(blocks: Sequence[GetResponseWithDatablock]) -> Data:
+def reassemble_datablocks(blocks: Sequence[GetResponseWithDatablock], *, tables: bool = False) -> Data:
     """Join the blocks of a long GET and decode the value they carry.
 
     The blocks must number 1, 2, ... with only the last flagged ``last_block``: a gap or repeat means
@@ -1108,4 +1112,4 @@ def reassemble_datablocks(blocks: Sequence[GetResponseWithDatablock]) -> Data:
         if not isinstance(block.raw_data, bytes):
             raise DecodeError(f"datablock {index} aborted: {block.raw_data.name}", None)
         parts.append(block.raw_data)
-    return decode_data_all(b"".join(parts))
+    return decode_data_all(b"".join(parts), tables=tables)
