@@ -631,7 +631,7 @@ def simulate_dlms(
     """Serve simulated DLMS meters (wrapper over TCP) until Ctrl-C; keys are the public demo keys."""
 
     def go() -> None:
-        from openami.simulator.dlms_meter import run_simulator
+        from openami.simulator.dlms_server import run_simulator
 
         def ready(simulator: Any) -> None:
             first, last = simulator.ports[0], simulator.ports[-1]

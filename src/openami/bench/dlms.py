@@ -21,7 +21,8 @@ from openami.protocols.dlms.acse import Mechanism
 from openami.protocols.dlms.association import MANAGEMENT_CLIENT, MANAGEMENT_SERVER, ClientAssociation
 from openami.protocols.dlms.obis import Obis
 from openami.protocols.dlms.security import SecurityControl
-from openami.simulator.dlms_meter import MeterKeys, build_meters, run_simulator
+from openami.simulator.dlms_meter import MeterKeys
+from openami.simulator.dlms_server import build_meters, run_simulator
 
 LOAD_PROFILE = Obis(1, 0, 99, 1, 0, 255)
 CLIENT_TITLE = b"OPENAMIB"

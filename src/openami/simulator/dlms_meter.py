@@ -3,7 +3,8 @@
 Each :class:`SimulatedMeter` answers GET/SET/ACTION on a small IDIS-like object model whose readings come
 from :class:`~openami.simulator.consumption.ConsumptionModel`: the load profile is computed on demand for
 whatever range is asked (no storage, the same rows on every run), so a HES can back-fill or read
-incrementally against thousands of meters as cheaply as against one. The association rules (public
+incrementally against thousands of meters as cheaply as against one. Serving them over sockets is
+:mod:`openami.simulator.dlms_server`. The association rules (public
 client 16 read-only with lowest security, management client 1 with LLS or HLS-GMAC and optional
 ciphering) are those of :class:`~openami.protocols.dlms.association.ServerAssociation`.
 
@@ -15,8 +16,6 @@ UTC (deviation 0) as 12-byte octet-strings, the usual encoding of clock attribut
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -40,9 +39,7 @@ from openami.protocols.dlms.axdr import (
     datetime_octets,
     parse_datetime,
 )
-from openami.protocols.dlms.errors import DlmsError
 from openami.protocols.dlms.obis import Obis
-from openami.protocols.dlms.wrapper import WrapperFrame, WrapperStreamParser, encode_wrapper
 from openami.protocols.dlms.xdlms import (
     ActionRequestNormal,
     ActionResponseNormal,
@@ -66,7 +63,6 @@ from openami.protocols.dlms.xdlms import (
     encode_xdlms,
 )
 from openami.simulator.consumption import EPOCH_START, INTERVAL_S, ConsumptionModel
-from openami.transports.ports import probe_port
 
 __all__ = [
     "CLOCK",
@@ -78,12 +74,9 @@ __all__ = [
     "LOAD_PROFILE",
     "PROFILE_COLUMNS",
     "PROFILE_STATUS",
-    "DlmsSimulator",
     "MeterKeys",
     "MeterSession",
     "SimulatedMeter",
-    "build_meters",
-    "run_simulator",
 ]
 
 DEVICE_NAME: Final = Obis(0, 0, 42, 0, 0, 255)
@@ -385,105 +378,3 @@ class MeterSession:
         return ExceptionResponse(
             ExceptionStateError.SERVICE_NOT_ALLOWED, ExceptionServiceError.SERVICE_NOT_SUPPORTED
         )
-
-
-class DlmsSimulator:
-    """Serves each meter on its own TCP port (``base_port + index``; ``base_port`` 0: ports the OS picks,
-    listed in :attr:`ports` after :meth:`start`)."""
-
-    def __init__(self, host: str, meters: list[SimulatedMeter], base_port: int) -> None:
-        self.host = host
-        self.meters = meters
-        self.base_port = base_port
-        self.ports: list[int] = []
-        self._servers: list[asyncio.Server] = []
-        self._connections: dict[asyncio.StreamWriter, asyncio.Task[None]] = {}
-
-    async def start(self) -> None:
-        for index, meter in enumerate(self.meters):
-            port = 0
-            if self.base_port:
-                port = probe_port(self.host, self.base_port + index, "--base-port")
-
-            async def serve(
-                reader: asyncio.StreamReader, writer: asyncio.StreamWriter, meter: SimulatedMeter = meter
-            ) -> None:
-                await self._serve(meter, reader, writer)
-
-            server = await asyncio.start_server(serve, self.host, port)
-            self._servers.append(server)
-            self.ports.append(int(server.sockets[0].getsockname()[1]))
-
-    async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
-        # Closing a connection ends its handler through end of stream; cancelling it instead would make
-        # asyncio's stream callback log the CancelledError on Python 3.11.
-        handlers = list(self._connections.values())
-        for writer in list(self._connections):
-            writer.close()
-        await asyncio.gather(*handlers, return_exceptions=True)
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
-        self.ports.clear()
-
-    async def __aenter__(self) -> DlmsSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def _serve(
-        self, meter: SimulatedMeter, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # asyncio runs every connection handler as a task
-        self._connections[writer] = task
-        parser = WrapperStreamParser()
-        session = meter.session()
-        try:
-            while data := await reader.read(0x10000):
-                for frame in parser.feed(data):
-                    reply = session.handle(frame.source, frame.apdu)
-                    writer.write(encode_wrapper(WrapperFrame(frame.destination, frame.source, reply)))
-                await writer.drain()
-        except (DlmsError, ConnectionError):
-            pass  # a broken stream or peer: the connection is simply closed, as a meter does
-        finally:
-            self._connections.pop(writer, None)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
-
-
-def build_meters(count: int, seed: int = 0, now: Callable[[], datetime] = _utcnow) -> list[SimulatedMeter]:
-    """``count`` meters with serials ``SIM00000001``..., system titles ``OAM`` + index, demo keys."""
-    meters = []
-    for index in range(1, count + 1):
-        serial = f"SIM{index:08d}"
-        title = b"OAM" + index.to_bytes(5, "big")
-        meters.append(
-            SimulatedMeter(serial, title, MeterKeys.demo(serial), seed * 1_000_003 + index, now=now)
-        )
-    return meters
-
-
-async def run_simulator(
-    meters: int,
-    base_port: int,
-    *,
-    host: str = "127.0.0.1",
-    seed: int = 0,
-    on_ready: Callable[[DlmsSimulator], None] | None = None,
-) -> None:
-    """Serve ``meters`` meters on ``base_port``, ``base_port + 1``, ... until cancelled.
-
-    The body of ``openami simulate dlms``; ``on_ready`` gets the started simulator (to print its ports).
-    """
-    simulator = DlmsSimulator(host, build_meters(meters, seed), base_port)
-    async with simulator:
-        if on_ready is not None:
-            on_ready(simulator)
-        await asyncio.Event().wait()

@@ -27,10 +27,9 @@ from openami.simulator.dlms_meter import (
     IMPORT_ENERGY,
     IMPORT_POWER,
     LOAD_PROFILE,
-    DlmsSimulator,
     SimulatedMeter,
-    build_meters,
 )
+from openami.simulator.dlms_server import DlmsSimulator, build_meters
 
 pytestmark = pytest.mark.timeout(30)
 
