@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,9 @@ from openami import __version__
 from openami.bus.base import Bus
 from openami.bus.factory import make_bus
 from openami.config import Settings
+from openami.hes.commands import CommandService
+from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
+from openami.hes.dlms_poller import DlmsPoller
 from openami.hes.dlms_push import DlmsPushListener
 from openami.hes.mqtt_listener import MqttGatewayListener
 from openami.hes.rejected import RejectedMessage
@@ -44,6 +48,10 @@ class Platform:
     broker: EmbeddedBroker | None = None
     listener: MqttGatewayListener | None = None
     dlms_push: DlmsPushListener | None = None
+    vault: KeyVault | None = None
+    collector: DlmsCollector | None = None
+    dlms_poller: DlmsPoller | None = None
+    commands: CommandService | None = None
     _started: list[str] = field(default_factory=list)
 
     @classmethod
@@ -112,12 +120,34 @@ class Platform:
         self.metrics.track_counters(
             "openami_mqtt_uplinks", "Gateway uplinks by outcome.", "outcome", lambda: _uplink_counts(listener)
         )
+        self.vault = KeyVault(self.engine, await asyncio.to_thread(load_master_key, self.settings))
+        self._build_dlms_pull(self.vault)
         if self.settings.dlms_push_enabled:
-            await self._start_dlms_push()
+            await self._start_dlms_push(self.vault)
+        if self.dlms_poller is not None:
+            await self.dlms_poller.start()
+            self._started.append("dlms_poller")
 
-    async def _start_dlms_push(self) -> None:
+    def _build_dlms_pull(self, vault: KeyVault) -> None:
+        """The DLMS collector and command service (always), and the poller when polling is on."""
         settings = self.settings
-        vault = KeyVault(self.engine, await asyncio.to_thread(load_master_key, settings))
+        title = bytes.fromhex(settings.dlms_client_system_title)
+        options = CollectorOptions(
+            client_system_title=title,
+            timeout_s=settings.dlms_timeout_s,
+            concurrency=settings.dlms_poll_concurrency,
+            clock_threshold=timedelta(seconds=settings.dlms_clock_threshold_s),
+            backfill=timedelta(days=settings.dlms_backfill_days),
+        )
+        self.collector = DlmsCollector(self.engine, self.bus, options)
+        self.commands = CommandService(
+            self.engine, vault, client_system_title=title, timeout_s=settings.dlms_timeout_s
+        )
+        if settings.dlms_poll_interval_s:
+            self.dlms_poller = DlmsPoller(self.engine, vault, self.collector, settings.dlms_poll_interval_s)
+
+    async def _start_dlms_push(self, vault: KeyVault) -> None:
+        settings = self.settings
         push = DlmsPushListener(
             settings.dlms_push_host,
             settings.dlms_push_port,
@@ -135,6 +165,8 @@ class Platform:
 
     async def stop(self) -> None:
         """Reverse order: stop intake first, then flush what was accepted, then close the pipes."""
+        if "dlms_poller" in self._started and self.dlms_poller is not None:
+            await self.dlms_poller.stop()
         if "listener" in self._started and self.listener is not None:
             await self.listener.stop()
         if "dlms_push" in self._started and self.dlms_push is not None:

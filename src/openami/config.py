@@ -60,6 +60,22 @@ class Settings(BaseSettings):
         pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
         description="Tenant of plaintext pushes (no system title).",
     )
+    dlms_poll_interval_s: int = Field(
+        900, ge=0, le=86400, description="Seconds between DLMS collection rounds (pull); 0 turns polling off."
+    )
+    dlms_poll_concurrency: int = Field(64, ge=1, le=4096, description="DLMS sessions open at once.")
+    dlms_timeout_s: float = Field(10.0, gt=0, le=300, description="Longest wait for one DLMS answer.")
+    dlms_client_system_title: str = Field(
+        "4F50454E414D4931",
+        pattern=r"^[0-9A-Fa-f]{16}$",
+        description="The head-end's own DLMS system title (8 bytes as hex), used in ciphered sessions.",
+    )
+    dlms_clock_threshold_s: float = Field(
+        10.0, ge=0, description="A meter clock off by more than this is set during collection."
+    )
+    dlms_backfill_days: int = Field(
+        7, ge=1, le=366, description="How far back the first read of a new DLMS meter's load profile goes."
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(8000, ge=0, le=65535)
     token_ttl_hours: int = Field(12, ge=1, le=24 * 90)

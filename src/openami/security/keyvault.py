@@ -38,6 +38,7 @@ __all__ = [
     "KeyKind",
     "KeyVault",
     "KeyVaultError",
+    "MeterSecrets",
     "PushKeys",
     "load_master_key",
 ]
@@ -69,6 +70,16 @@ class PushKeys:
     """The serial of the meter the keys are linked to, for pushes that do not name their meter."""
     encryption_key: bytes | None
     authentication_key: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSecrets:
+    """What the head-end needs to open a session with one meter: its system title and stored secrets."""
+
+    system_title: bytes
+    encryption_key: bytes | None
+    authentication_key: bytes | None
+    password: bytes | None
 
 
 def _check_master(master_key: bytes) -> bytes:
@@ -217,6 +228,39 @@ class KeyVault:
         }
         serial = next((row.serial for row in rows if row.serial is not None), None)
         return PushKeys(rows[0].slug, serial, keys.get("ek"), keys.get("ak"))
+
+    def meter_secrets(self, tenant_id: int, meter_ids: list[int]) -> dict[int, MeterSecrets]:
+        """The secrets of each of ``meter_ids`` that has any, in one read (a collection round's worth).
+
+        A meter holding keys under two system titles (a replaced communication module) is given the
+        title of its most recently stored key.
+        """
+        query = (
+            select(
+                device_key.c.meter_id,
+                device_key.c.system_title,
+                device_key.c.kind,
+                device_key.c.ciphertext,
+            )
+            .where(device_key.c.tenant_id == tenant_id, device_key.c.meter_id.in_(meter_ids))
+            .order_by(device_key.c.created_at, device_key.c.id)
+        )
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        titles: dict[int, str] = {}
+        opened: dict[tuple[int, str], dict[str, bytes]] = {}
+        for row in rows:
+            titles[row.meter_id] = row.system_title
+            opened.setdefault((row.meter_id, row.system_title), {})[row.kind] = _open(
+                self._master, _aad(tenant_id, row.system_title, row.kind), row.ciphertext
+            )
+        secrets_by_meter = {}
+        for meter_id, title in titles.items():
+            keys = opened[meter_id, title]
+            secrets_by_meter[int(meter_id)] = MeterSecrets(
+                bytes.fromhex(title), keys.get("ek"), keys.get("ak"), keys.get("lls")
+            )
+        return secrets_by_meter
 
     def rotate_master(self, new_master: bytes) -> None:
         """Re-seal every stored secret under ``new_master`` in one transaction, then use it.

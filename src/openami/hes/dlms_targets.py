@@ -1,0 +1,162 @@
+"""Which meters the head-end reads over DLMS, and how to reach each one.
+
+A meter is read by the HES when its ``protocol`` is ``dlms``, it is active, and its communication device
+(the modem, or the terminal server in front of it) has an address:
+
+``tcp://host:port``
+    the IEC 62056-47 wrapper over TCP, the usual IP meter;
+``hdlc+tcp://host:port``
+    HDLC frames over TCP, as terminal servers and concentrators carry them.
+
+Optional query parameters set the association: ``client`` (client SAP, default 1, the management
+client), ``server`` (logical device, default 1), ``physical`` (HDLC physical address, default 16 + 0),
+``auth`` (``hls`` default, ``lls`` or ``none``). The secrets come from the key vault, never from the
+address. Targets are plain data so a collection round can be planned once and run concurrently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from sqlalchemy import Engine, select
+
+from openami.security.keyvault import KeyVault, MeterSecrets
+from openami.store.schema import comm_device, meter, tenant
+
+__all__ = ["DLMS_PROTOCOL", "AddressError", "DlmsEndpoint", "DlmsTarget", "load_targets", "parse_address"]
+
+DLMS_PROTOCOL: Final = "dlms"
+Framing = Literal["wrapper", "hdlc"]
+Auth = Literal["hls", "lls", "none"]
+_SCHEMES: Final[dict[str, Framing]] = {"tcp": "wrapper", "hdlc+tcp": "hdlc"}
+_AUTHS: Final[frozenset[str]] = frozenset({"hls", "lls", "none"})
+
+
+class AddressError(ValueError):
+    """A communication device address the DLMS driver cannot use, with the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class DlmsEndpoint:
+    """Where and how to open a session: parsed from a communication device's address."""
+
+    framing: Framing
+    host: str
+    port: int
+    client_sap: int = 1
+    server_sap: int = 1
+    physical_address: int = 16
+    auth: Auth = "hls"
+
+
+@dataclass(frozen=True, slots=True)
+class DlmsTarget:
+    """One meter to read: who it belongs to, where it is, and its secrets (None: none stored)."""
+
+    tenant_id: int
+    tenant: str
+    meter_id: int
+    serial: str
+    endpoint: DlmsEndpoint
+    secrets: MeterSecrets | None
+
+
+def _int_param(params: dict[str, list[str]], name: str, default: int, limit: int) -> int:
+    values = params.get(name)
+    if not values:
+        return default
+    try:
+        value = int(values[-1])
+    except ValueError:
+        raise AddressError(f"{name}={values[-1]!r} is not a number") from None
+    if not 0 <= value <= limit:
+        raise AddressError(f"{name}={value} is outside 0..{limit}")
+    return value
+
+
+def parse_address(address: str) -> DlmsEndpoint:
+    """The endpoint named by ``address`` (see the module docstring); :class:`AddressError` otherwise."""
+    parts = urlsplit(address.strip())
+    framing = _SCHEMES.get(parts.scheme)
+    if framing is None:
+        raise AddressError(f"{address!r}: scheme must be one of {', '.join(_SCHEMES)}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise AddressError(f"{address!r}: {exc}") from None
+    if not host or port is None:
+        raise AddressError(f"{address!r}: host and port are required")
+    params = parse_qs(parts.query)
+    auth = (params.get("auth") or ["hls"])[-1]
+    if auth not in _AUTHS:
+        raise AddressError(f"auth={auth!r} must be one of {', '.join(sorted(_AUTHS))}")
+    return DlmsEndpoint(
+        framing=framing,
+        host=host,
+        port=port,
+        client_sap=_int_param(params, "client", 1, 0x7F),
+        server_sap=_int_param(params, "server", 1, 0x3FFF),
+        physical_address=_int_param(params, "physical", 16, 0x3FFF),
+        auth=auth,  # type: ignore[arg-type]  # checked against _AUTHS above
+    )
+
+
+def load_targets(
+    engine: Engine,
+    vault: KeyVault,
+    *,
+    tenant_id: int | None = None,
+    meter_ids: list[int] | None = None,
+) -> tuple[list[DlmsTarget], list[tuple[str, str]]]:
+    """The DLMS meters to read (optionally of one tenant, or only ``meter_ids``), and (serial, reason) for
+    those that cannot be.
+
+    Blocking (database and key vault): run it in a thread.
+    """
+    query = (
+        select(
+            meter.c.id,
+            meter.c.serial,
+            meter.c.tenant_id,
+            tenant.c.slug,
+            comm_device.c.address,
+        )
+        .join(tenant, tenant.c.id == meter.c.tenant_id)
+        .join(comm_device, comm_device.c.id == meter.c.comm_device_id)
+        .where(
+            meter.c.protocol == DLMS_PROTOCOL,
+            meter.c.status == "active",
+            comm_device.c.address.is_not(None),
+        )
+        .order_by(meter.c.tenant_id, meter.c.id)
+    )
+    if tenant_id is not None:
+        query = query.where(meter.c.tenant_id == tenant_id)
+    if meter_ids is not None:
+        query = query.where(meter.c.id.in_(meter_ids))
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    by_tenant: dict[int, list[int]] = {}
+    for row in rows:
+        by_tenant.setdefault(row.tenant_id, []).append(row.id)
+    secrets = {
+        (tid, meter_id): found
+        for tid, ids in by_tenant.items()
+        for meter_id, found in vault.meter_secrets(tid, ids).items()
+    }
+    targets: list[DlmsTarget] = []
+    skipped: list[tuple[str, str]] = []
+    for row in rows:
+        try:
+            endpoint = parse_address(row.address)
+        except AddressError as exc:
+            skipped.append((row.serial, str(exc)))
+            continue
+        found = secrets.get((row.tenant_id, row.id))
+        if endpoint.auth != "none" and found is None:
+            skipped.append((row.serial, "no keys in the key vault"))
+            continue
+        targets.append(DlmsTarget(row.tenant_id, row.slug, row.id, row.serial, endpoint, found))
+    return targets, skipped
