@@ -7,12 +7,14 @@ The meters and the head-end share one injected clock, so "two hours later" is a 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, insert, select
 
 from openami.app import Platform
@@ -21,10 +23,20 @@ from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
 from openami.hes.dlms_targets import DLMS_PROTOCOL, load_targets
 from openami.security.audit import verify_chain
-from openami.security.bootstrap import create_tenant_with_admin
+from openami.security.bootstrap import create_tenant_with_admin, ensure_user
 from openami.simulator.dlms_meter import SimulatedMeter
 from openami.simulator.dlms_server import DlmsSimulator, build_meters
-from openami.store.schema import audit_log, channel, comm_device, command, event, meter, register_read
+from openami.store.schema import (
+    app_user,
+    audit_log,
+    channel,
+    comm_device,
+    command,
+    event,
+    meter,
+    register_read,
+)
+from openami.web.server import build_web_app
 from tests.conftest import postgres_schema_url
 
 pytestmark = pytest.mark.timeout(120)
@@ -280,3 +292,58 @@ def _next_quarter(ts: datetime) -> datetime:
 
 def _previous_quarter(ts: datetime) -> datetime:
     return ts.replace(minute=ts.minute - ts.minute % 15, second=0, microsecond=0)
+
+
+async def test_commands_through_the_api_are_sent_as_the_caller_and_refused_without_the_permission(
+    platform: Platform, simulator: DlmsSimulator
+) -> None:
+    tenant_id = _register(platform, simulator)
+    ensure_user(platform.engine, "pull", "analyst", "pw-pw-pw-2", role="analyst")
+    target: SimulatedMeter = simulator.meters[5]
+    with platform.engine.connect() as conn:
+        meter_id = conn.execute(select(meter.c.id).where(meter.c.serial == target.serial)).scalar_one()
+
+    def calls() -> None:  # in a thread: the simulator keeps answering on the test's event loop
+        with TestClient(build_web_app(platform)) as api:
+
+            def login(user: str, password: str) -> dict[str, str]:
+                answer = api.post(
+                    "/auth/login", json={"tenant": "pull", "username": user, "password": password}
+                )
+                return {"Authorization": f"Bearer {answer.json()['access_token']}"}
+
+            admin, analyst = login("admin", "pw-pw-pw-1"), login("analyst", "pw-pw-pw-2")
+            sent = api.post(f"/meters/{meter_id}/commands", json={"kind": "disconnect"}, headers=admin)
+            assert sent.status_code == 201, sent.text
+            assert sent.json()["state"] == "succeeded"
+            listed = api.get(f"/meters/{meter_id}/commands", headers=admin).json()
+            assert [c["kind"] for c in listed] == ["disconnect"]
+            assert api.get(f"/commands/{sent.json()['id']}", headers=analyst).status_code == 403
+            refused = api.post(f"/meters/{meter_id}/commands", json={"kind": "connect"}, headers=analyst)
+            assert refused.status_code == 403
+            assert refused.headers["content-type"] == "application/problem+json"
+            unknown = api.post(f"/meters/{meter_id}/commands", json={"kind": "explode"}, headers=admin)
+            assert unknown.status_code == 422
+            assert (
+                api.post("/meters/999999/commands", json={"kind": "connect"}, headers=admin).status_code
+                == 404
+            )
+
+    await asyncio.to_thread(calls)
+    assert not target.relay_connected
+    with platform.engine.connect() as conn:
+        actors = set(
+            conn.execute(select(audit_log.c.actor).where(audit_log.c.action.like("command.%"))).scalars()
+        )
+    assert actors == {f"user:{_user_id(platform, tenant_id, 'admin')}:admin"}
+
+
+def _user_id(platform: Platform, tenant_id: int, username: str) -> int:
+    with platform.engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(app_user.c.id).where(
+                    app_user.c.tenant_id == tenant_id, app_user.c.username == username
+                )
+            ).scalar_one()
+        )

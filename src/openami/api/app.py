@@ -17,6 +17,7 @@ from openami.api.routes import (
     accounts,
     auth,
     channels,
+    commands,
     customers,
     events,
     gateways,
@@ -51,6 +52,7 @@ def create_api(services: ApiContext) -> FastAPI:
         app.include_router(module.router)
     app.include_router(readings.router)
     app.include_router(events.router)
+    app.include_router(commands.router)
     if services.metrics_text is not None:
         app.include_router(health.metrics_router)
     return app

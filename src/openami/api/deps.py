@@ -17,6 +17,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy import Engine
 
 from openami.config import Settings
+from openami.hes.commands import CommandService
 from openami.security.audit import AuditLog
 from openami.security.errors import AuthenticationFailed
 from openami.security.service import AuthService, Principal
@@ -42,6 +43,7 @@ class ApiContext:
     metrics_text: Callable[[], tuple[bytes, str]] | None = None
     health: Callable[[], dict[str, Any]] = _no_components
     audit: AuditLog = field(default_factory=AuditLog)
+    commands: CommandService | None = None
 
 
 def get_context(request: Request) -> ApiContext:

@@ -37,10 +37,9 @@ RESOURCES = (
 )
 
 #: Every permission that exists. Some resources have only one direction (readings are written by ingest,
-#: not by people; the audit log is written by the system; commands are requested, then observed as events).
+#: not by people; the audit log is written by the system).
 PERMISSIONS: frozenset[str] = frozenset(
-    {f"{r}:{a}" for r in RESOURCES for a in ("read", "write")}
-    - {"readings:write", "audit:write", "commands:read"}
+    {f"{r}:{a}" for r in RESOURCES for a in ("read", "write")} - {"readings:write", "audit:write"}
 )
 
 #: Granted on top of the role to users with ``is_platform_admin``.
@@ -88,6 +87,7 @@ ROLES: Mapping[str, Role] = MappingProxyType(
                     "gateways:write",
                     "events:read",
                     "events:write",
+                    "commands:read",
                     "commands:write",
                     "tenants:read",
                 ),
