@@ -23,6 +23,7 @@ and the hour-of-day shapes are read as UTC hours.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Sequence
@@ -244,7 +245,15 @@ class ConsumptionModel:
         return math.floor(household * MILLI) + self._leak_per_day() * days
 
     def day_counts(self, day: date) -> list[int]:
-        """Consumption of each quarter hour of ``day`` (thousandths of the unit), 96 values."""
+        """Consumption of each quarter hour of ``day`` (thousandths of the unit), 96 values.
+
+        Kept for the most recent days of the most recent meters (a pure function of seed and day, so the
+        cache can never be stale): a simulated meter answering repeated reads of today's profile should
+        cost what a real one does, a lookup, not a fresh simulation of the day per request.
+        """
+        return list(_day_counts(self, day))
+
+    def _simulate_day(self, day: date) -> list[int]:
         total = self.register_at_midnight(day + timedelta(days=1)) - self.register_at_midnight(day)
         leak = self._leak_per_day()
         profile = self.profile
@@ -286,11 +295,12 @@ class ConsumptionModel:
         today = self.day_counts(day)
         register = self.register_at_midnight(day) + sum(today[:offset])
         values: list[int] = []
-        while len(values) < last - first:
+        while True:
             values.extend(today[offset : offset + last - first - len(values)])
+            if len(values) >= last - first:
+                return register, values
             day, offset = day + timedelta(days=1), 0
             today = self.day_counts(day)
-        return register, values
 
     def register_value(self, ts: datetime) -> float:
         """The register (in the unit) at ``ts``, a quarter-hour boundary."""
@@ -301,6 +311,11 @@ class ConsumptionModel:
         """Consumption (in the unit) of the quarter hour ending at ``ts``."""
         _, values = self.counts(ts - timedelta(seconds=INTERVAL_S), ts)
         return values[0] / MILLI
+
+
+@functools.lru_cache(maxsize=8192)
+def _day_counts(model: ConsumptionModel, day: date) -> tuple[int, ...]:
+    return tuple(model._simulate_day(day))
 
 
 def _interval_index(ts: datetime) -> int:
