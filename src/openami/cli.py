@@ -384,6 +384,51 @@ def meters_show(tenant: TenantOption, serial: str, database_url: DatabaseOption 
     _run(go)
 
 
+class CommandKindOption(StrEnum):
+    disconnect = "disconnect"
+    connect = "connect"
+    time_sync = "time_sync"
+
+
+@meters_app.command("command")
+def meters_command(
+    tenant: TenantOption,
+    serial: str,
+    kind: CommandKindOption,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Send a remote command to a DLMS meter and wait for its confirmation (audited as the OS user)."""
+
+    def go() -> None:
+        import getpass
+
+        from openami.hes.commands import CommandService
+        from openami.security.keyvault import KeyVault, load_master_key
+        from openami.store.repositories import meters
+
+        settings = _settings(database_url=database_url)
+        engine = _engine(settings)
+        with engine.connect() as conn:
+            scope = _scope(conn, tenant)
+            meter = meters.get_by_key(conn, scope, serial)
+        service = CommandService(
+            engine,
+            KeyVault(engine, load_master_key(settings)),
+            client_system_title=bytes.fromhex(settings.dlms_client_system_title),
+            timeout_s=settings.dlms_timeout_s,
+        )
+        record = asyncio.run(
+            service.run(scope.tenant_id, meter.id, kind.value, actor=f"cli:{getpass.getuser()}")
+        )
+        console.print_json(
+            json.dumps({"id": record.id, "kind": record.kind, "state": record.state, "result": record.result})
+        )
+        if record.state != "succeeded":
+            raise CliError(f"{kind.value} of {serial} failed", 1)
+
+    _run(go)
+
+
 class ExportFormat(StrEnum):
     table = "table"
     csv = "csv"

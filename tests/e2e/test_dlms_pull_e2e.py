@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from openami.app import Platform
 from openami.config import Settings
 from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
-from openami.hes.dlms_targets import DLMS_PROTOCOL, load_targets
+from openami.hes.dlms_targets import load_targets
 from openami.security.audit import verify_chain
 from openami.security.bootstrap import create_tenant_with_admin, ensure_user
 from openami.simulator.dlms_meter import SimulatedMeter
@@ -38,6 +38,7 @@ from openami.store.schema import (
 )
 from openami.web.server import build_web_app
 from tests.conftest import postgres_schema_url
+from tests.hes.dlms_support import register_dlms_meters
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,40 +99,9 @@ def _register(platform: Platform, simulator: DlmsSimulator) -> int:
     admin = create_tenant_with_admin(
         platform.engine, "pull", "Pull Utility", "Europe/Berlin", "admin", "pw-pw-pw-1"
     )
-    tenant_id = admin.tenant_id
     assert platform.vault is not None
-    with platform.engine.begin() as conn:
-        for sim, port in zip(simulator.meters, simulator.ports, strict=True):
-            modem = conn.execute(
-                insert(comm_device)
-                .values(
-                    tenant_id=tenant_id,
-                    ident=f"MODEM-{sim.serial}",
-                    kind="modem",
-                    protocol="dlms",
-                    address=f"tcp://127.0.0.1:{port}",
-                )
-                .returning(comm_device.c.id)
-            ).scalar_one()
-            conn.execute(
-                insert(meter).values(
-                    tenant_id=tenant_id,
-                    serial=sim.serial,
-                    medium="electricity",
-                    protocol=DLMS_PROTOCOL,
-                    comm_device_id=modem,
-                )
-            )
-    with platform.engine.connect() as conn:
-        ids = dict(
-            conn.execute(select(meter.c.serial, meter.c.id).where(meter.c.tenant_id == tenant_id)).all()
-        )
-    for sim in simulator.meters:
-        for kind, secret in (("ek", sim.keys.encryption_key), ("ak", sim.keys.authentication_key)):
-            platform.vault.store(
-                tenant_id, system_title=sim.system_title, meter_id=ids[sim.serial], kind=kind, secret=secret
-            )
-    return tenant_id
+    register_dlms_meters(platform.engine, platform.vault, admin.tenant_id, simulator)
+    return admin.tenant_id
 
 
 def _profile_times(platform: Platform, code: str) -> dict[str, list[tuple[datetime, int]]]:
