@@ -14,6 +14,7 @@ offset where decoding stopped.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -766,36 +767,50 @@ class Table:
 
 
 class _RowCodec:
-    """One ``struct`` for a whole table row, its tags and lengths included.
+    """How one table row goes on and off the wire in a single ``struct`` call.
 
-    Every column is packed as a constant then a value: numbers as (tag byte, value), octet-strings as
-    (tag and length in one big-endian u16, bytes). That regular shape puts the constants of a row at its
-    odd positions and the values at its even ones, so a row is checked and taken apart by two tuple
-    slices, and put together by one slice assignment.
+    Encoding packs every column as a constant then a value: numbers as (tag byte, value), octet-strings
+    as (tag and length in one big-endian u16, bytes). That regular shape puts the values of a row at
+    its even positions, so a row is put together by one slice assignment into a template.
+
+    Decoding checks every row's constants at once, with one regular expression over the whole table
+    (the constant bytes literally, any bytes in the value positions), then unpacks the values of all
+    rows with ``iter_unpack`` on a struct that skips the constants: no Python code runs per row.
     """
 
-    __slots__ = ("constants", "header", "octet_columns", "size", "struct", "template")
+    __slots__ = ("octet_columns", "rows_pattern", "size", "struct", "template", "values")
 
     def __init__(self, columns: tuple[Column, ...]) -> None:
-        fmt = [">H"]
+        fmt, values_fmt = [">H"], [">2x"]
         constants: list[int] = []
+        pattern = [re.escape(bytes((DataType.STRUCTURE, len(columns))))]
         for column in columns:
             if column.type is DataType.OCTET_STRING:
-                fmt.append(f"H{column.length}s")
-                constants.append(DataType.OCTET_STRING << 8 | column.length)
+                constant, value_fmt, width, prefix = (
+                    DataType.OCTET_STRING << 8 | column.length,
+                    f"{column.length}s",
+                    column.length,
+                    2,
+                )
+                pattern.append(re.escape(bytes((DataType.OCTET_STRING, column.length))))
             else:
-                fmt.append("B" + _FIXED[column.type].format[1:])
-                constants.append(column.type)
+                fixed = _FIXED[column.type]
+                constant, value_fmt, width, prefix = column.type, fixed.format[1:], fixed.size, 1
+                pattern.append(re.escape(bytes((column.type,))))
+            fmt.append(("H" if prefix == 2 else "B") + value_fmt)
+            values_fmt.append(f"{prefix}x{value_fmt}")
+            pattern.append(b"." * width if width < 16 else b".{%d}" % width)
+            constants.append(constant)
         self.struct = struct.Struct("".join(fmt))
+        self.values = struct.Struct("".join(values_fmt))
         self.size = self.struct.size
-        self.header = DataType.STRUCTURE << 8 | len(columns)
-        self.constants = tuple(constants)
+        self.rows_pattern = re.compile(b"(?:" + b"".join(pattern) + b")*", re.DOTALL)
         self.octet_columns = tuple(
             (index, column.length)
             for index, column in enumerate(columns)
             if column.type is DataType.OCTET_STRING
         )
-        self.template: list[object] = [self.header]
+        self.template: list[object] = [DataType.STRUCTURE << 8 | len(columns)]
         for constant in constants:
             self.template += [constant, None]
 
@@ -848,17 +863,11 @@ def _decode_table(buf: Buffer, off: int, end: int) -> tuple[Data, int] | None:
     size = codec.size
     if start + count * size > end:
         return None
-    unpack, header, constants = codec.struct.unpack_from, codec.header, codec.constants
-    rows: list[tuple[object, ...]] = []
-    append = rows.append
-    pos = start
-    for _ in range(count):
-        fields = unpack(buf, pos)
-        if fields[0] != header or fields[1::2] != constants:
-            return None
-        append(fields[2::2])
-        pos += size
-    return _data(DataType.ARRAY, Table(columns, tuple(rows))), pos
+    stop = start + count * size
+    region = bytes(buf[start:stop])
+    if codec.rows_pattern.fullmatch(region) is None:
+        return None
+    return _data(DataType.ARRAY, Table(columns, tuple(codec.values.iter_unpack(region)))), stop
 
 
 def _encode_table(table: Table, out: bytearray) -> None:
