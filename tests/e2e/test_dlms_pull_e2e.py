@@ -32,6 +32,7 @@ from openami.store.schema import (
     channel,
     comm_device,
     command,
+    dlms_counter,
     event,
     meter,
     register_read,
@@ -165,6 +166,11 @@ async def test_scheduled_reads_store_load_profiles_without_gaps_or_duplicates(
     _assert_contiguous(_profile_times(platform, "1-0:1.8.0"), first, _previous_quarter(clock.now))
     power = _profile_times(platform, "1-0:1.7.0")
     assert all(len(stored) == 4 * 26 for stored in power.values())
+    with platform.engine.connect() as conn:
+        counters = conn.execute(select(dlms_counter.c.next_value)).scalars().all()
+    # Three sessions per meter continued each other's invocation counters and gave back the unused rest.
+    assert len(counters) == METERS
+    assert all(10 < value < 100 for value in counters)
 
 
 async def test_a_drifting_meter_clock_is_set_and_recorded(

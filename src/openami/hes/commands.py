@@ -22,7 +22,7 @@ from sqlalchemy import Engine, insert, select, update
 
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError
-from openami.hes.dlms_session import open_client
+from openami.hes.dlms_session import DlmsSessions
 from openami.hes.dlms_targets import load_targets
 from openami.protocols.dlms.obis import Obis
 from openami.protocols.dlms.xdlms import CosemAttribute
@@ -76,8 +76,7 @@ class CommandService:
     ) -> None:
         self._engine = engine
         self._vault = vault
-        self._title = client_system_title
-        self._timeout = timeout_s
+        self._sessions = DlmsSessions(engine, client_system_title, timeout_s)
         self._audit = audit or AuditLog()
         self._now = now
 
@@ -98,7 +97,7 @@ class CommandService:
         target = targets[0]
         command_id = await asyncio.to_thread(self._start, tenant_id, meter_id, kind, actor, user_id)
         try:
-            async with open_client(target, self._title, self._timeout) as client:
+            async with self._sessions.open(target) as client:
                 result = await self._send(client, kind)
         except (DlmsDriverError, CommandFailed, OSError) as exc:
             outcome, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}

@@ -27,12 +27,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from sqlalchemy import Engine, func, select, union_all
+from sqlalchemy.exc import SQLAlchemyError
 
 from openami.bus.base import Bus
 from openami.bus.messages import MeterEvent, ReadingBatch, Series, readings_subject
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError, DlmsProtocolError
-from openami.hes.dlms_session import open_client
+from openami.hes.dlms_session import DlmsSessions
 from openami.hes.dlms_targets import DlmsTarget
 from openami.protocols.dlms.axdr import DataType
 from openami.protocols.dlms.obis import Obis
@@ -178,6 +179,7 @@ class DlmsCollector:
         self.options = options or CollectorOptions()
         self._now = now
         self._layouts: dict[int, ProfileLayout] = {}
+        self._sessions = DlmsSessions(engine, self.options.client_system_title, self.options.timeout_s)
 
     async def collect(self, targets: Sequence[DlmsTarget], progress: Progress | None = None) -> RoundReport:
         """Read every target (at most ``concurrency`` at once) and publish what was read."""
@@ -209,7 +211,7 @@ class DlmsCollector:
         options = self.options
         now = self._now()
         try:
-            async with open_client(target, options.client_system_title, options.timeout_s) as client:
+            async with self._sessions.open(target) as client:
                 events = await self._check_clock(client, target, now, outcome)
                 layout = self._layouts.get(target.meter_id)
                 if layout is None:
@@ -217,7 +219,7 @@ class DlmsCollector:
                 series = await self._read_profile(client, target, layout, profile_since, now)
                 if options.read_events:
                     events += await self._read_events(client, target, event_since, now)
-        except (DlmsDriverError, OSError) as exc:
+        except (DlmsDriverError, OSError, SQLAlchemyError) as exc:
             self._layouts.pop(target.meter_id, None)
             outcome.error = f"{type(exc).__name__}: {exc}"
             log.warning("DLMS read of %s failed: %s", target.serial, outcome.error)

@@ -2,26 +2,35 @@
 
 Kept apart from the collector because commands (disconnect, clock, firmware) open sessions the same way:
 HLS-GMAC with every APDU glo-ciphered when the meter has keys (the production setting), LLS with its
-password, or the public client without security.
+password, or the public client without security. Ciphered sessions take their invocation counters from
+the store (:mod:`openami.hes.dlms_counters`), so a meter never sees one twice.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Final
+
+from sqlalchemy import Engine
 
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsAuthFailed, DlmsProtocolError
+from openami.hes.dlms_counters import CounterStore
 from openami.hes.dlms_targets import DlmsTarget
 from openami.protocols.dlms.acse import Mechanism
 from openami.protocols.dlms.association import ClientAssociation
 from openami.protocols.dlms.security import SecurityControl
 
-__all__ = ["association_for", "open_client"]
+__all__ = ["DlmsSessions", "association_for"]
 
 _CIPHERED: Final = SecurityControl(suite=0, authenticated=True, encrypted=True)
 
 
-def association_for(target: DlmsTarget, client_system_title: bytes) -> ClientAssociation:
+def association_for(
+    target: DlmsTarget, client_system_title: bytes, invocation_counter_start: int = 1
+) -> ClientAssociation:
     """A fresh association for one session with ``target`` (an association is used once)."""
     endpoint, secrets = target.endpoint, target.secrets
     if endpoint.auth == "none":
@@ -44,13 +53,42 @@ def association_for(target: DlmsTarget, client_system_title: bytes) -> ClientAss
         encryption_key=secrets.encryption_key,
         authentication_key=secrets.authentication_key,
         security=_CIPHERED,
+        invocation_counter_start=invocation_counter_start,
     )
 
 
-def open_client(target: DlmsTarget, client_system_title: bytes, timeout_s: float) -> DlmsClient:
-    """An unopened client for ``target``: use it as ``async with open_client(...) as client``."""
-    endpoint = target.endpoint
-    association = association_for(target, client_system_title)
-    if endpoint.framing == "hdlc":
-        raise DlmsProtocolError(f"{target.serial}: HDLC over TCP is not wired in yet")
-    return DlmsClient(endpoint.host, endpoint.port, association, timeout=timeout_s)
+class DlmsSessions:
+    """Opens sessions as this head-end (``client_system_title``), with persisted invocation counters."""
+
+    def __init__(self, engine: Engine, client_system_title: bytes, timeout_s: float) -> None:
+        self.client_system_title = client_system_title
+        self.timeout_s = timeout_s
+        self._counters = CounterStore(engine)
+
+    @contextlib.asynccontextmanager
+    async def open(self, target: DlmsTarget) -> AsyncIterator[DlmsClient]:
+        """``async with sessions.open(target) as client``: connected, associated, released on exit."""
+        endpoint = target.endpoint
+        if endpoint.framing == "hdlc":
+            raise DlmsProtocolError(f"{target.serial}: HDLC over TCP is not wired in yet")
+        ciphered = endpoint.auth == "hls"
+        start = 1
+        if ciphered:
+            start = await asyncio.to_thread(
+                self._counters.reserve, target.tenant_id, target.meter_id, self.client_system_title
+            )
+        association = association_for(target, self.client_system_title, start)
+        try:
+            async with DlmsClient(
+                endpoint.host, endpoint.port, association, timeout=self.timeout_s
+            ) as client:
+                yield client
+        finally:
+            if ciphered:
+                await asyncio.to_thread(
+                    self._counters.release,
+                    target.meter_id,
+                    self.client_system_title,
+                    start,
+                    association.last_invocation_counter,
+                )

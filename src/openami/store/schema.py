@@ -461,6 +461,19 @@ rejected_message = Table(
     Index("ix_rejected_message_received_at", "received_at"),
 )
 
+dlms_counter = Table(
+    "dlms_counter",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("meter_id", Id, ForeignKey("meter.id", ondelete="CASCADE"), nullable=False),
+    Column("client_title", String(16), nullable=False),  # the head-end's own system title, hex
+    Column("next_value", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("meter_id", "client_title", name="uq_dlms_counter_meter_title"),
+)
+"""The head-end's next invocation counter towards each meter: meters refuse a counter they have seen."""
+
 device_key = Table(
     "device_key",
     metadata,

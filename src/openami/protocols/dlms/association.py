@@ -197,7 +197,15 @@ class _Protection:
     side does not have are empty, which the security functions refuse should they ever be reached.
     """
 
-    __slots__ = ("authentication_key", "counter", "encryption_key", "guard", "own_title", "security")
+    __slots__ = (
+        "authentication_key",
+        "counter",
+        "encryption_key",
+        "guard",
+        "last_counter",
+        "own_title",
+        "security",
+    )
 
     def __init__(
         self,
@@ -214,11 +222,13 @@ class _Protection:
         self.authentication_key = authentication_key
         self.counter = counter
         self.guard = guard
+        self.last_counter: int | None = None
 
     def next_counter(self) -> int:
         ic = next(self.counter)
         if ic > MAX_INVOCATION_COUNTER:
             raise SecurityError("invocation counter exhausted: the keys must be renewed")
+        self.last_counter = ic
         return ic
 
     def seal(self, plain: bytes) -> bytes:
@@ -350,6 +360,15 @@ class ClientAssociation:
     @property
     def associated(self) -> bool:
         return self._phase is _Phase.ASSOCIATED
+
+    @property
+    def last_invocation_counter(self) -> int | None:
+        """The highest invocation counter this association has used (None: none yet).
+
+        A meter refuses a counter it has seen before, so the head-end persists this between sessions and
+        starts the next one above it (``invocation_counter_start``).
+        """
+        return self._prot.last_counter
 
     def next_invoke_id(self) -> int:
         """Invoke ids cycle through 0..15 so a late answer to an earlier request is recognisable."""
