@@ -127,6 +127,10 @@ class Platform:
         if self.dlms_poller is not None:
             await self.dlms_poller.start()
             self._started.append("dlms_poller")
+            poller = self.dlms_poller
+            self.metrics.track_counters(
+                "openami_dlms_rounds", "DLMS collection rounds.", "outcome", lambda: _round_counts(poller)
+            )
 
     def _build_dlms_pull(self, vault: KeyVault) -> None:
         """The DLMS collector and command service (always), and the poller when polling is on."""
@@ -216,6 +220,8 @@ class Platform:
             parts["mqtt"] = "ok" if self.listener.connected else "disconnected"
         if self.settings.dlms_push_enabled:
             parts["dlms_push"] = "ok" if "dlms_push" in self._started else "stopped"
+        if self.dlms_poller is not None:
+            parts["dlms_poller"] = "ok" if "dlms_poller" in self._started else "stopped"
         status = "ok" if all(v == "ok" for v in parts.values()) else "degraded"
         return {"status": status, "version": __version__, **parts}
 
@@ -238,6 +244,15 @@ def _push_counts(push: DlmsPushListener) -> dict[str, float]:
         "accepted": stats.accepted,
         "rejected": stats.rejected,
         "replays": stats.replays,
+    }
+
+
+def _round_counts(poller: DlmsPoller) -> dict[str, float]:
+    return {
+        "rounds": poller.rounds,
+        "overruns": poller.overruns,
+        "meter_reads_ok": poller.meters_read,
+        "meter_reads_failed": poller.meters_failed,
     }
 
 

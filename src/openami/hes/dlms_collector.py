@@ -193,9 +193,14 @@ class DlmsCollector:
 
         async def one(target: DlmsTarget) -> None:
             async with limit:
-                outcome = await self.collect_meter(
-                    target, profile_since.get(target.meter_id), event_since.get(target.meter_id)
-                )
+                try:
+                    outcome = await self.collect_meter(
+                        target, profile_since.get(target.meter_id), event_since.get(target.meter_id)
+                    )
+                except Exception as exc:
+                    # A bug met on one meter's answers must cost that meter's read, not the round.
+                    log.exception("DLMS read of %s failed unexpectedly", target.serial)
+                    outcome = MeterOutcome(target.serial, error=f"InternalError: {type(exc).__name__}")
             report.add(outcome)
             if progress is not None:
                 progress(len(report.outcomes), report.meters)

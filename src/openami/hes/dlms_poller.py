@@ -1,11 +1,11 @@
 """Scheduled DLMS collection: a round every ``interval_s``, aligned to the wall clock.
 
 Rounds start on multiples of the interval (every quarter hour at :00, :15, ...), a few seconds after
-the boundary so the meters have closed the interval being read. A round that overruns the interval
-delays the next one to the following boundary (reads are incremental, so nothing is lost), and the
-overrun is logged and counted: it means the installation needs more concurrency or more head-end
-instances. The list of meters is read
-again each round, so meters added or removed take effect without a restart.
+the boundary (a tenth of the interval for intervals under 50 s) so the meters have closed the interval
+being read. A round that overruns the interval delays the next one to the following boundary (reads
+are incremental, so nothing is lost), and the overrun is logged and counted: it means the installation
+needs more concurrency or more head-end instances. The list of meters is read again each round, so
+meters added or removed take effect without a restart.
 
 This is the minimal scheduler the DLMS driver needs; schedules per group of meters, jobs and their
 distribution over several head-end instances belong to the head-end core.
@@ -57,12 +57,14 @@ class DlmsPoller:
         self._task: asyncio.Task[None] | None = None
         self.rounds = 0
         self.overruns = 0
+        self.meters_read = 0
+        self.meters_failed = 0
         self.last_report: RoundReport | None = None
 
     def delay_to_next_round(self) -> float:
         """Seconds until the next interval boundary (plus the settling offset)."""
         now = self._clock()
-        return self.interval_s - (now % self.interval_s) + _AFTER_BOUNDARY_S
+        return self.interval_s - (now % self.interval_s) + min(_AFTER_BOUNDARY_S, self.interval_s / 10)
 
     async def start(self) -> None:
         self._stopping.clear()
@@ -88,6 +90,8 @@ class DlmsPoller:
             log.warning("DLMS meter %s skipped: %s", serial, reason)
         report = await self._collector.collect(targets)
         self.rounds += 1
+        self.meters_read += report.succeeded
+        self.meters_failed += report.failed
         self.last_report = report
         log.info(
             "DLMS round: %d meters, %d ok, %d failed, %d readings, %d events, %d clocks set in %.1f s",
