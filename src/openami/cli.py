@@ -212,6 +212,10 @@ def demo(
             ("MQTT messages", f"{summary.messages:,}"),
             ("DLMS meters / pushes", f"{summary.dlms_meters} / {summary.dlms_pushes:,}"),
             ("DLMS pushes refused", f"{summary.dlms_rejected:,}"),
+            (
+                "DLMS meters polled / readings / failed",
+                f"{summary.pulled_meters} / {summary.pulled_readings:,} / {summary.pull_failures}",
+            ),
             ("readings stored (new)", f"{summary.readings_inserted:,}"),
             ("readings revised (new version)", f"{summary.readings_revised:,}"),
             ("readings already stored", f"{summary.readings_unchanged:,}"),

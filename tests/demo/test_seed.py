@@ -27,26 +27,33 @@ def test_demo_utility_has_every_medium_and_buildings_with_apartments(engine: Eng
     with engine.connect() as conn:
         count = lambda table: conn.execute(select(func.count()).select_from(table)).scalar_one()  # noqa: E731
         assert len(households()) == 100
-        assert count(schema.customer) == count(schema.account) == 100 + 12
+        assert count(schema.customer) == count(schema.account) == 100 + 12 + 6
         kinds = dict(
             conn.execute(
                 select(schema.service_point.c.kind, func.count()).group_by(schema.service_point.c.kind)
             ).all()
         )
-        assert kinds == {"building": 3, "apartment": 90, "premise": 210 + 12}
+        assert kinds == {"building": 3, "apartment": 90, "premise": 210 + 12 + 6}
         orphans = conn.execute(
             select(func.count())
             .select_from(schema.service_point)
             .where(schema.service_point.c.kind == "apartment", schema.service_point.c.parent_id.is_(None))
         ).scalar_one()
         assert orphans == 0  # every apartment belongs to its building
-        assert count(schema.meter_installation) == 312
+        assert count(schema.meter_installation) == 318
         dlms = conn.execute(
             select(schema.meter.c.protocol, schema.meter.c.comm_device_id).where(
-                schema.meter.c.serial.like("DLMS-%")
+                schema.meter.c.serial.like("DLMS-0%")
             )
         ).all()
         assert set(dlms) == {("dlms", None)}  # pushing directly, no gateway
+        polled = conn.execute(
+            select(schema.comm_device.c.ident, schema.comm_device.c.kind)
+            .join(schema.meter, schema.meter.c.comm_device_id == schema.comm_device.c.id)
+            .where(schema.meter.c.serial.like("DLMS-P%"))
+            .order_by(schema.comm_device.c.ident)
+        ).all()
+        assert [tuple(row) for row in polled] == [(f"MODEM-DLMS-P{n:05d}", "modem") for n in range(1, 7)]
 
 
 def test_seeding_twice_changes_nothing(engine: Engine) -> None:
@@ -54,13 +61,13 @@ def test_seeding_twice_changes_nothing(engine: Engine) -> None:
     second = seed_demo(engine)
     assert first == second
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 312
+        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 318
 
 
 def test_a_demo_database_from_before_dlms_meters_gets_them(engine: Engine) -> None:
     seed_demo(engine)
     with engine.begin() as conn:  # back to what an older release seeded: no Market Street at all
-        dlms = select(schema.meter.c.id).where(schema.meter.c.serial.like("DLMS-%")).scalar_subquery()
+        dlms = select(schema.meter.c.id).where(schema.meter.c.serial.like("DLMS-0%")).scalar_subquery()
         conn.execute(schema.meter_installation.delete().where(schema.meter_installation.c.meter_id.in_(dlms)))
         conn.execute(schema.meter.delete().where(schema.meter.c.id.in_(dlms)))
         conn.execute(schema.service_point.delete().where(schema.service_point.c.code.like("M%")))
@@ -71,7 +78,7 @@ def test_a_demo_database_from_before_dlms_meters_gets_them(engine: Engine) -> No
         serials = conn.execute(
             select(schema.meter.c.serial).where(schema.meter.c.protocol == "dlms")
         ).scalars()
-        assert sorted(serials) == [m.serial for m in layout.dlms_meters]
+        assert sorted(serials) == [m.serial for m in [*layout.dlms_meters, *layout.pull_meters]]
 
 
 def test_the_simulation_plays_the_seeded_layout_not_whatever_users_add(engine: Engine) -> None:
@@ -83,7 +90,7 @@ def test_the_simulation_plays_the_seeded_layout_not_whatever_users_add(engine: E
             layout.tenant_id,
             {"serial": "X 1", "medium": "water", "protocol": "wmbus", "comm_device_id": gateway.id},
         )
-        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 313
+        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 319
     again = seed_demo(engine)
     played = {m.serial for g in virtual_gateways(again) for m in g.meters}
     assert "X 1" not in played
@@ -114,7 +121,7 @@ def test_dlms_titles_and_keys_are_derived_from_the_serial() -> None:
 def test_dlms_keys_are_provisioned_once(engine: Engine) -> None:
     layout = seed_demo(engine)
     vault = KeyVault(engine, bytes(32))
-    assert provision_dlms_keys(engine, vault, layout) == 2 * 12
+    assert provision_dlms_keys(engine, vault, layout) == 2 * (12 + 6)
     assert provision_dlms_keys(engine, vault, layout) == 0  # same keys: nothing re-stored
     meter = layout.dlms_meters[3]
     keys = vault.push_keys(meter.system_title)

@@ -25,10 +25,13 @@ from typing import cast
 
 from openami.app import Platform
 from openami.config import Settings
-from openami.demo.seed import DEMO_TENANT, DemoLayout, provision_dlms_keys, seed_demo
+from openami.demo.seed import DEMO_TENANT, DemoLayout, modem_ident, provision_dlms_keys, seed_demo
+from openami.hes.dlms_targets import load_targets
 from openami.security.keyvault import KeyVault, load_master_key
 from openami.simulator.consumption import Medium
+from openami.simulator.dlms_meter import MeterKeys, SimulatedMeter
 from openami.simulator.dlms_push import DlmsPushMeter
+from openami.simulator.dlms_server import DlmsSimulator
 from openami.simulator.gateway import SimMeter, VirtualGateway
 from openami.transports.mqtt import make_client
 
@@ -60,6 +63,10 @@ class DemoSummary:
     """Pushes the DLMS meters sent (one per meter and quarter hour)."""
     dlms_rejected: int
     """Pushes the listener refused (bad tag, unknown title, replay): 0 in a healthy demo."""
+    pulled_meters: int = 0
+    """Meters the head-end read over DLMS in the back-fill's collection round."""
+    pulled_readings: int = 0
+    pull_failures: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -92,6 +99,43 @@ def dlms_push_meters(layout: DemoLayout) -> list[DlmsPushMeter]:
         )
         for meter in layout.dlms_meters
     ]
+
+
+def pulled_simulators(layout: DemoLayout) -> list[SimulatedMeter]:
+    """The simulated meters behind the layout's polled meters, with the demo keys the seed stored."""
+    return [
+        SimulatedMeter(
+            meter.serial,
+            meter.system_title,
+            MeterKeys(b"", meter.encryption_key, meter.authentication_key),
+            seed=zlib.crc32(meter.serial.encode()),
+        )
+        for meter in layout.pull_meters
+    ]
+
+
+def point_modems(platform: Platform, simulator: DlmsSimulator) -> None:
+    """Give each polled meter's modem the address its simulated meter listens on in this run."""
+    from openami.store.schema import comm_device
+
+    with platform.engine.begin() as conn:
+        for meter, port in zip(simulator.meters, simulator.ports, strict=True):
+            conn.execute(
+                comm_device.update()
+                .where(comm_device.c.ident == modem_ident(meter.serial))
+                .values(address=f"tcp://127.0.0.1:{port}")
+            )
+
+
+async def collect_pulled(platform: Platform, layout: DemoLayout) -> tuple[int, int, int]:
+    """One collection round over the demo tenant's polled meters: (meters read, readings, failures)."""
+    if platform.collector is None or platform.vault is None:
+        return 0, 0, 0
+    targets, _ = await asyncio.to_thread(
+        load_targets, platform.engine, platform.vault, tenant_id=layout.tenant_id
+    )
+    report = await platform.collector.collect(targets)
+    return report.succeeded, report.readings, report.failed
 
 
 def _floor(moment: datetime, step: timedelta) -> datetime:
@@ -127,13 +171,14 @@ async def backfill(
     address = _push_address(platform)
     if address is not None:
         pushed = sum(await asyncio.gather(*(meter.push_span(*address, start, end) for meter in dlms)))
+    pulled, pulled_readings, pull_failures = await collect_pulled(platform, layout)
     await _wait_until(lambda: _handled(platform), handled_before + sent, "MQTT uplinks", timeout_s=300)
     await _wait_until(lambda: _pushes(platform), pushes_before + pushed, "DLMS pushes", timeout_s=300)
     await platform.settle(timeout_s=300)
     totals = platform.ingest.totals
     log.info("demo back-fill stored", extra={"messages": totals.messages - before})
     return DemoSummary(
-        meters=len(layout.meters) + len(layout.dlms_meters),
+        meters=len(layout.meters) + len(layout.dlms_meters) + len(layout.pull_meters),
         gateways=len(gateways),
         span_start=start,
         span_end=end,
@@ -148,6 +193,9 @@ async def backfill(
         dlms_meters=len(layout.dlms_meters),
         dlms_pushes=pushed,
         dlms_rejected=_push_rejects(platform) - rejected_before,
+        pulled_meters=pulled,
+        pulled_readings=pulled_readings,
+        pull_failures=pull_failures,
     )
 
 
@@ -248,7 +296,11 @@ async def run_once(settings: Settings, *, days: float = 7, progress: Progress | 
     await platform.start()
     try:
         layout = await asyncio.to_thread(prepare, platform)
-        return await backfill(platform, layout, days=days, dlms=dlms_push_meters(layout), progress=progress)
+        async with DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0) as simulator:
+            await asyncio.to_thread(point_modems, platform, simulator)
+            return await backfill(
+                platform, layout, days=days, dlms=dlms_push_meters(layout), progress=progress
+            )
     finally:
         await platform.stop()
 
@@ -263,8 +315,12 @@ async def run_forever(
     probe_port(settings.web_host, settings.web_port, "OPENAMI_WEB_PORT")
     platform = Platform.build(settings)
     await platform.start()
+    simulator: DlmsSimulator | None = None
     try:
         layout = await asyncio.to_thread(prepare, platform)
+        simulator = DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0)
+        await simulator.start()
+        await asyncio.to_thread(point_modems, platform, simulator)
         server = web_server(platform)
 
         dlms = dlms_push_meters(layout)
@@ -287,3 +343,5 @@ async def run_forever(
             await _let_pushes_land(platform)
     finally:
         await platform.stop()
+        if simulator is not None:
+            await simulator.stop()

@@ -46,6 +46,7 @@ METER_MODELS = {
     "heat": ("Kamstrup", "MULTICAL 603"),
 }
 DLMS_PREMISES = 12
+DLMS_PULL_PREMISES = 6
 DLMS_METER_MODEL = ("Landis+Gyr", "E450")
 DLMS_PROTOCOL = "dlms"
 #: The demo meters' FLAG-style manufacturer prefix of their system titles ("OAM", OpenAMI).
@@ -104,6 +105,8 @@ class DemoLayout:
     """The meters behind gateways (played by virtual gateways over MQTT)."""
     dlms_meters: list[DlmsDemoMeter] = field(default_factory=list)
     """The meters pushing DLMS directly to the head-end."""
+    pull_meters: list[DlmsDemoMeter] = field(default_factory=list)
+    """The meters the head-end reads over DLMS (load profile, clock) through their modems."""
 
     @property
     def gateways(self) -> list[str]:
@@ -143,6 +146,19 @@ def dlms_meters() -> list[DlmsDemoMeter]:
     ]
 
 
+def pull_meters() -> list[DlmsDemoMeter]:
+    """The Station Road premises, whose meters the head-end polls: pure, like :func:`dlms_meters`."""
+    return [
+        DlmsDemoMeter(f"DLMS-P{n:05d}", f"S{n:02d}", f"{n} Station Road")
+        for n in range(1, DLMS_PULL_PREMISES + 1)
+    ]
+
+
+def modem_ident(serial: str) -> str:
+    """The demo's name for the modem of a polled meter (its address changes with every demo run)."""
+    return f"MODEM-{serial}"
+
+
 def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> list[int]:
     """Insert rows and return their ids in order (RETURNING works on SQLite >= 3.35 and PostgreSQL)."""
     if not rows:
@@ -155,7 +171,7 @@ def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
     """Create the demo tenant if missing and return the meters the simulator should play."""
     now = now or datetime.now(UTC)
     layout = households()
-    pushing = dlms_meters()
+    pushing, polled = dlms_meters(), pull_meters()
     with engine.begin() as conn:
         tenant_id = conn.execute(
             select(schema.tenant.c.id).where(schema.tenant.c.slug == DEMO_TENANT)
@@ -164,19 +180,26 @@ def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
             tenant_id = _create(conn, layout, now)
         if not _meter_ids(conn, int(tenant_id), [m.serial for m in pushing]):
             _create_dlms(conn, int(tenant_id), pushing, now)
-    return DemoLayout(int(tenant_id), [meter for household in layout for meter in household.meters], pushing)
+        if not _meter_ids(conn, int(tenant_id), [m.serial for m in polled]):
+            _create_dlms(conn, int(tenant_id), polled, now)
+            _create_modems(conn, int(tenant_id), polled)
+    return DemoLayout(
+        int(tenant_id), [meter for household in layout for meter in household.meters], pushing, polled
+    )
 
 
 def provision_dlms_keys(engine: Engine, vault: KeyVault, layout: DemoLayout) -> int:
-    """Store each DLMS demo meter's EK and AK in the key vault, linked to its meter; returns keys stored.
+    """Store each DLMS demo meter's EK and AK (pushing and polled) in the key vault, linked to its meter;
+    returns keys stored.
 
     Idempotent: a key already stored with the same value is left alone, so restarting the demo does not
     bump every ``key_version``. Blocking; run it in a thread.
     """
+    dlms = [*layout.dlms_meters, *layout.pull_meters]
     with engine.connect() as conn:
-        ids = _meter_ids(conn, layout.tenant_id, [m.serial for m in layout.dlms_meters])
+        ids = _meter_ids(conn, layout.tenant_id, [m.serial for m in dlms])
     stored = 0
-    for demo_meter in layout.dlms_meters:
+    for demo_meter in dlms:
         keys: tuple[tuple[KeyKind, bytes], ...] = (
             ("ek", demo_meter.encryption_key),
             ("ak", demo_meter.authentication_key),
@@ -303,7 +326,7 @@ def _create(conn: Connection, layout: list[Household], now: datetime) -> int:
 
 
 def _create_dlms(conn: Connection, tenant_id: int, pushing: list[DlmsDemoMeter], now: datetime) -> None:
-    """Market Street: one commercial customer, account, premise and directly connected meter each."""
+    """One commercial customer, account, premise and directly connected DLMS meter per demo meter."""
     t = {"tenant_id": tenant_id}
     customer_ids = _insert(
         conn,
@@ -367,3 +390,28 @@ def _create_dlms(conn: Connection, tenant_id: int, pushing: list[DlmsDemoMeter],
             for m, p in zip(meter_ids, point_ids, strict=True)
         ],
     )
+
+
+def _create_modems(conn: Connection, tenant_id: int, polled: list[DlmsDemoMeter]) -> None:
+    """One modem per polled meter; its address is set by the demo run that starts the simulator."""
+    modem_ids = _insert(
+        conn,
+        schema.comm_device,
+        [
+            {
+                "tenant_id": tenant_id,
+                "ident": modem_ident(m.serial),
+                "kind": "modem",
+                "model": "DLMS TCP modem",
+                "protocol": DLMS_PROTOCOL,
+            }
+            for m in polled
+        ],
+    )
+    ids = _meter_ids(conn, tenant_id, [m.serial for m in polled])
+    for meter, modem_id in zip(polled, modem_ids, strict=True):
+        conn.execute(
+            schema.meter.update()
+            .where(schema.meter.c.id == ids[meter.serial])
+            .values(comm_device_id=modem_id)
+        )
