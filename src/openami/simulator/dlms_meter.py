@@ -7,6 +7,8 @@ incrementally against thousands of meters as cheaply as against one. Serving the
 :mod:`openami.simulator.dlms_server`. The association rules (public
 client 16 read-only with lowest security, management client 1 with LLS or HLS-GMAC and optional
 ciphering) are those of :class:`~openami.protocols.dlms.association.ServerAssociation`.
+The event logs are :mod:`openami.simulator.dlms_events`, the image transfer (firmware upgrade)
+:mod:`openami.simulator.dlms_image`; the meter only routes their attributes and methods.
 
 Values are what the model gives, in Wh (scaler 0): registers are the model's cumulative counts, the
 profile's 1-0:1.7.0 column is the average power of the quarter hour ending at the row's time, and
@@ -63,6 +65,8 @@ from openami.protocols.dlms.xdlms import (
     encode_xdlms,
 )
 from openami.simulator.consumption import EPOCH_START, INTERVAL_S, ConsumptionModel
+from openami.simulator.dlms_events import EventLogs
+from openami.simulator.dlms_image import IMAGE_CLASS, IMAGE_TRANSFER, ImageTransfer, block_size_for
 
 __all__ = [
     "CLOCK",
@@ -192,6 +196,8 @@ class SimulatedMeter:
         self.clock_offset = timedelta(0)
         self.relay_connected = True
         self._now = now
+        self.events = EventLogs(seed, self.clock)
+        self.image = ImageTransfer(block_size_for(max_pdu))
         # One counter for every association of this meter: a (key, title, IC) triple is never reused.
         self.invocation_counter: Iterator[int] = count(1)
         self._getters: dict[tuple[int, Obis, int], _Getter] = {
@@ -275,29 +281,44 @@ class SimulatedMeter:
     def get(self, attribute: CosemAttribute, access: SelectiveAccess | None) -> GetResult:
         getter = self._getters.get((attribute.class_id, attribute.obis, attribute.attribute))
         if getter is None:
-            return DataAccessResult.OBJECT_UNDEFINED
+            found = self.events.get(attribute, access)
+            if found is None:
+                found = self.image.get(attribute)
+            return DataAccessResult.OBJECT_UNDEFINED if found is None else found
         return getter(access)
 
     def set(self, attribute: CosemAttribute, value: Data) -> DataAccessResult:
-        """Only the clock time is writable: it moves this meter's clock offset."""
+        """The clock time (moves this meter's clock offset, logged as events 4 and 5) and
+        image_transfer_enabled are writable."""
+        if (attribute.class_id, attribute.obis) == (IMAGE_CLASS, IMAGE_TRANSFER):
+            return self.image.set(attribute.attribute, value)
         if (attribute.class_id, attribute.obis, attribute.attribute) != (_CLOCK, CLOCK, 2):
-            if (attribute.class_id, attribute.obis, attribute.attribute) in self._getters:
+            known = self.events.owns(attribute) or self.image.owns(attribute)
+            if known or (attribute.class_id, attribute.obis, attribute.attribute) in self._getters:
                 return DataAccessResult.READ_WRITE_DENIED
             return DataAccessResult.OBJECT_UNDEFINED
         ts = _as_datetime(value)
         if ts is None:
             return DataAccessResult.TYPE_UNMATCHED
+        old = self.clock()
         self.clock_offset = ts - self._now()
+        self.events.clock_adjusted(old, self.clock())
         return DataAccessResult.SUCCESS
 
     def action(self, request: ActionRequestNormal) -> ActionResult:
-        """remote_disconnect (1) and remote_reconnect (2) of the disconnect control."""
+        """remote_disconnect (1) and remote_reconnect (2) of the disconnect control (a change of state is
+        logged), and the image transfer methods."""
         method = request.method
+        if (method.class_id, method.obis) == (IMAGE_CLASS, IMAGE_TRANSFER):
+            return self.image.action(method.method, request.parameters)
         if (method.class_id, method.obis) != (_DISCONNECT, DISCONNECT_CONTROL):
             return ActionResult.OBJECT_UNDEFINED
         if method.method not in (_REMOTE_DISCONNECT, _REMOTE_RECONNECT):
             return ActionResult.OBJECT_UNAVAILABLE
-        self.relay_connected = method.method == _REMOTE_RECONNECT
+        connected = method.method == _REMOTE_RECONNECT
+        if connected != self.relay_connected:
+            self.events.relay_switched(connected, self.clock())
+        self.relay_connected = connected
         return ActionResult.SUCCESS
 
     def session(self) -> MeterSession:

@@ -17,6 +17,7 @@ __all__ = [
     "DlmsProtocolError",
     "DlmsTimeout",
     "DlmsUnreachable",
+    "FirmwareUpgradeError",
 ]
 
 
@@ -45,4 +46,19 @@ class DlmsAccessError(DlmsProtocolError):
 
     def __init__(self, reason: str, result: str) -> None:
         super().__init__(reason)
+        self.result = result
+
+
+class FirmwareUpgradeError(DlmsDriverError):
+    """A firmware upgrade (image transfer) stopped: the meter refused a step, lost blocks for good, or
+    reported an image that is not the one sent. Before the ``activate`` stage the meter still runs its
+    old firmware.
+
+    ``stage`` names the step (``prepare``, ``initiate``, ``transfer``, ``verify``, ``check``,
+    ``activate``); ``result`` the meter's DataAccessResult/ActionResult name when it refused one.
+    """
+
+    def __init__(self, reason: str, stage: str, result: str | None = None) -> None:
+        super().__init__(reason)
+        self.stage = stage
         self.result = result
