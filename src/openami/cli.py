@@ -669,6 +669,11 @@ def bench_dlms(
     _run(go)
 
 
+class DlmsFramingOption(StrEnum):
+    wrapper = "wrapper"
+    hdlc = "hdlc"
+
+
 @simulate_app.command("dlms")
 def simulate_dlms(
     meters: Annotated[int, typer.Option(min=1, max=20_000)] = 10,
@@ -676,19 +681,25 @@ def simulate_dlms(
         int, typer.Option(min=0, max=65535, help="Meter i listens on base-port + i.")
     ] = 14059,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
+    framing: Annotated[
+        DlmsFramingOption,
+        typer.Option(help="IEC 62056-47 wrapper, or HDLC (meter i at upper address 1, lower 16 + i)."),
+    ] = DlmsFramingOption.wrapper,
 ) -> None:
-    """Serve simulated DLMS meters (wrapper over TCP) until Ctrl-C; keys are the public demo keys."""
+    """Serve simulated DLMS meters over TCP until Ctrl-C; keys are the public demo keys."""
 
     def go() -> None:
         from openami.simulator.dlms_server import run_simulator
 
         def ready(simulator: Any) -> None:
             first, last = simulator.ports[0], simulator.ports[-1]
+            where = "wrapper" if framing == DlmsFramingOption.wrapper else "HDLC, addresses 1/16.."
             console.print(
-                f"{meters} DLMS meters on {host}:{first}..{last} (client 1 HLS-GMAC, client 16 public)"
+                f"{meters} DLMS meters on {host}:{first}..{last} ({where}; "
+                "client 1 HLS-GMAC, client 16 public)"
             )
 
-        asyncio.run(run_simulator(meters, base_port, host=host, on_ready=ready))
+        asyncio.run(run_simulator(meters, base_port, host=host, framing=framing.value, on_ready=ready))
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(go)

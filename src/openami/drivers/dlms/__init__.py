@@ -1,4 +1,4 @@
-"""DLMS/COSEM pull driver: an asynchronous client over TCP and its typed errors."""
+"""DLMS/COSEM pull driver: an asynchronous client over the TCP wrapper, HDLC over TCP or a serial line."""
 
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import (
@@ -9,6 +9,7 @@ from openami.drivers.dlms.errors import (
     DlmsTimeout,
     DlmsUnreachable,
 )
+from openami.drivers.dlms.transport import HdlcTransport, Transport, WrapperTransport, open_serial
 
 __all__ = [
     "DlmsAccessError",
@@ -18,4 +19,8 @@ __all__ = [
     "DlmsProtocolError",
     "DlmsTimeout",
     "DlmsUnreachable",
+    "HdlcTransport",
+    "Transport",
+    "WrapperTransport",
+    "open_serial",
 ]

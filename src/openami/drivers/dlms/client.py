@@ -1,10 +1,11 @@
-"""Asynchronous DLMS/COSEM client over TCP (IEC 62056-47 wrapper): the HES pull path.
+"""Asynchronous DLMS/COSEM client: the HES pull path, over the TCP wrapper, HDLC over TCP or a serial line.
 
 The protocol work (association, ciphering, replay checks, datablocks) is the sans-IO
-:class:`~openami.protocols.dlms.association.ClientAssociation`; this class only moves its bytes over a
-socket, bounds every wait by a time-out and translates failures into the driver errors of
-:mod:`openami.drivers.dlms.errors`. A failed exchange closes the connection: after a time-out or a
-broken frame, which answer belongs to which request can no longer be known.
+:class:`~openami.protocols.dlms.association.ClientAssociation`; this class only moves its bytes through a
+:mod:`~openami.drivers.dlms.transport` (the IEC 62056-47 wrapper by default, HDLC with
+:meth:`DlmsClient.hdlc_tcp` and :meth:`DlmsClient.serial`), bounds every wait by a time-out and translates
+failures into the driver errors of :mod:`openami.drivers.dlms.errors`. A failed exchange closes the
+connection: after a time-out or a broken frame, which answer belongs to which request can no longer be known.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncio
 import contextlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from datetime import datetime, timedelta, timezone, tzinfo
 from types import TracebackType
 from typing import Final
@@ -24,6 +25,15 @@ from openami.drivers.dlms.errors import (
     DlmsProtocolError,
     DlmsTimeout,
     DlmsUnreachable,
+)
+from openami.drivers.dlms.transport import (
+    ByteReader,
+    ByteWriter,
+    HdlcTransport,
+    Transport,
+    WrapperTransport,
+    open_serial,
+    serial_speed,
 )
 from openami.protocols.dlms.association import AuthenticationFailed, ClientAssociation, NextRequest
 from openami.protocols.dlms.axdr import (
@@ -38,8 +48,9 @@ from openami.protocols.dlms.axdr import (
     table_rows,
 )
 from openami.protocols.dlms.errors import DlmsError
+from openami.protocols.dlms.hdlc import HdlcAddress, HdlcParameters
+from openami.protocols.dlms.hdlc_link import HdlcClientLink, LinkRefused
 from openami.protocols.dlms.obis import Obis
-from openami.protocols.dlms.wrapper import WrapperFrame, WrapperStreamParser, encode_wrapper
 from openami.protocols.dlms.xdlms import (
     ActionRequestNormal,
     ActionResponseNormal,
@@ -67,7 +78,6 @@ _CLOCK_TIME = CosemAttribute(_CLOCK_CLASS, CLOCK, 2)
 _CLOCK_COLUMN = CaptureObject(_CLOCK_CLASS, CLOCK, 2)
 _CLOCK_OCTETS = Column(DataType.OCTET_STRING, 12)
 _CHALLENGE_BYTES: Final = 16
-_READ_SIZE: Final = 0x10000
 _ONE_SECOND: Final = timedelta(seconds=1)
 
 
@@ -75,7 +85,9 @@ class DlmsClient:
     """One session with one meter: ``async with DlmsClient(host, port, association) as meter: ...``.
 
     ``timeout`` bounds each wait for an answer (and the connect, unless ``connect_timeout`` is given).
-    The association is used once: a new session needs a new :class:`ClientAssociation`.
+    The association is used once: a new session needs a new :class:`ClientAssociation`. The constructor
+    speaks the IEC 62056-47 wrapper over TCP; :meth:`hdlc_tcp` and :meth:`serial` build clients that speak
+    HDLC, or pass any ``transport`` (``host`` and ``port`` are then only descriptive).
     """
 
     def __init__(
@@ -86,16 +98,76 @@ class DlmsClient:
         *,
         timeout: float = 10.0,
         connect_timeout: float | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.association = association
         self.timeout = timeout
         self.connect_timeout = timeout if connect_timeout is None else connect_timeout
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._parser = WrapperStreamParser()
-        self._frames: list[WrapperFrame] = []
+        self.transport: Transport = transport or WrapperTransport(
+            host, port, association.client_sap, association.server_sap
+        )
+
+    @classmethod
+    def hdlc_tcp(
+        cls,
+        host: str,
+        port: int,
+        association: ClientAssociation,
+        *,
+        server_address: HdlcAddress | int,
+        client_address: int | None = None,
+        parameters: HdlcParameters | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float | None = None,
+        retries: int = 0,
+    ) -> DlmsClient:
+        """A session in HDLC frames over TCP, as terminal servers and concentrators pass them to a meter.
+
+        ``server_address``: the meter's HDLC address, or its physical (lower) address alone, the logical
+        (upper) one then being the association's server SAP. ``client_address`` defaults to the
+        association's client SAP; ``parameters`` is the SNRM proposal (defaults: 128-byte frames, window 1).
+        """
+        link = _client_link(association, server_address, client_address, parameters)
+
+        async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection(host, port)
+
+        transport = HdlcTransport(connect, link, f"{host}:{port}", retries=retries)
+        return cls(
+            host, port, association, timeout=timeout, connect_timeout=connect_timeout, transport=transport
+        )
+
+    @classmethod
+    def serial(
+        cls,
+        path: str,
+        association: ClientAssociation,
+        *,
+        server_address: HdlcAddress | int,
+        baudrate: int = 9600,
+        client_address: int | None = None,
+        parameters: HdlcParameters | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float | None = None,
+        retries: int = 0,
+    ) -> DlmsClient:
+        """A session in HDLC frames over the serial line at ``path`` (raw, 8N1 at ``baudrate``).
+
+        The addresses and ``parameters`` are as for :meth:`hdlc_tcp`; ``host`` is the path and ``port`` 0.
+        An unsupported ``baudrate`` is a :class:`ValueError` here, not at connect time.
+        """
+        serial_speed(baudrate)
+        link = _client_link(association, server_address, client_address, parameters)
+
+        async def connect() -> tuple[ByteReader, ByteWriter]:
+            return await open_serial(path, baudrate)
+
+        transport = HdlcTransport(connect, link, path, retries=retries)
+        return cls(
+            path, 0, association, timeout=timeout, connect_timeout=connect_timeout, transport=transport
+        )
 
     async def __aenter__(self) -> DlmsClient:
         await self.open()
@@ -113,29 +185,27 @@ class DlmsClient:
             yield
         except TimeoutError as exc:
             self._drop()
-            raise DlmsTimeout(
-                f"{what}: no answer from {self.host}:{self.port} within {self.timeout}s"
-            ) from exc
+            raise DlmsTimeout(f"{what}: no answer from {self.transport.peer} within {self.timeout}s") from exc
         except AuthenticationFailed as exc:
             self._drop()
             raise DlmsAuthFailed(f"{what}: {exc}") from exc
+        except LinkRefused as exc:
+            self._drop()
+            raise DlmsUnreachable(f"{what}: {self.transport.peer}: {exc}") from exc
         except DlmsError as exc:
             self._drop()
             raise DlmsProtocolError(f"{what}: {exc}") from exc
         except (OSError, asyncio.IncompleteReadError) as exc:
             self._drop()
-            raise DlmsUnreachable(f"{what}: {self.host}:{self.port}: {exc}") from exc
+            raise DlmsUnreachable(f"{what}: {self.transport.peer}: {exc}") from exc
 
     def _drop(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        self.transport.abort()
 
     async def open(self) -> None:
         """Connect and associate (including HLS passes 3 and 4 when the mechanism asks for them)."""
         with self._edge("connect"):
-            async with asyncio.timeout(self.connect_timeout):
-                self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            await self.transport.open(self.connect_timeout, self.timeout)
         assoc = self.association
         with self._edge("associate"):
             aare = await self._exchange(assoc.aarq(os.urandom(_CHALLENGE_BYTES)))
@@ -144,8 +214,8 @@ class DlmsClient:
                 assoc.handle(await self._exchange(pass3))
 
     async def close(self) -> None:
-        """Release the association (best effort: the meter may already be gone) and close."""
-        if self._writer is None:
+        """Release the association and the link (best effort: the meter may already be gone), and close."""
+        if not self.transport.connected:
             return
         if self.association.associated:
             with (
@@ -153,28 +223,14 @@ class DlmsClient:
                 self._edge("release"),
             ):
                 self.association.handle_rlre(await self._exchange(self.association.release()))
+        # Best effort, as the release: the link is dropped whatever the meter answers (HDLC: to DISC).
+        with contextlib.suppress(TimeoutError, DlmsError, OSError, asyncio.IncompleteReadError):
+            await self.transport.close(self.timeout)
         self._drop()
 
-    async def _exchange(self, apdu: bytes) -> bytes:
-        """Send one APDU and wait for the next frame addressed to us."""
-        writer, reader = self._writer, self._reader
-        if writer is None or reader is None:
-            raise DlmsUnreachable(f"not connected to {self.host}:{self.port}")
-        assoc = self.association
-        writer.write(encode_wrapper(WrapperFrame(assoc.client_sap, assoc.server_sap, apdu)))
-        async with asyncio.timeout(self.timeout):
-            await writer.drain()
-            while not self._frames:
-                data = await reader.read(_READ_SIZE)
-                if not data:
-                    raise ConnectionResetError("connection closed by the meter")
-                self._frames.extend(self._parser.feed(data))
-        frame = self._frames.pop(0)
-        if (frame.source, frame.destination) != (assoc.server_sap, assoc.client_sap):
-            raise DlmsProtocolError(
-                f"frame from wPort {frame.source} to {frame.destination}: not our association"
-            )
-        return frame.apdu
+    def _exchange(self, apdu: bytes) -> Awaitable[bytes]:
+        """Send one APDU and wait for the answer (the transport's coroutine, awaited by the caller)."""
+        return self.transport.exchange(apdu, self.timeout)
 
     async def _call(self, apdu: XdlmsApdu, what: str, *, tables: bool = False) -> XdlmsApdu:
         """One confirmed service, datablocks included; ExceptionResponse and foreign invoke ids refused."""
@@ -314,6 +370,21 @@ def _table_profile(obis: Obis, table: Table) -> list[tuple[object, ...]]:
             raise DlmsProtocolError(f"{obis}: profile row without a usable time")
         append((ts, *row[1:]))
     return rows
+
+
+def _client_link(
+    association: ClientAssociation,
+    server_address: HdlcAddress | int,
+    client_address: int | None,
+    parameters: HdlcParameters | None,
+) -> HdlcClientLink:
+    server = (
+        server_address
+        if isinstance(server_address, HdlcAddress)
+        else HdlcAddress(association.server_sap, server_address)
+    )
+    client = HdlcAddress(association.client_sap if client_address is None else client_address)
+    return HdlcClientLink(server, client, parameters)
 
 
 # year, month, day, (day of week), hour, minute, second, hundredths, deviation, (clock status)
