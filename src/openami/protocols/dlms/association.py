@@ -15,6 +15,12 @@ the agreed security control, before anything is decoded.
 Invocation counters of HLS proofs f(StoC) and f(CtoS) are not fed to the replay guards: each side seals
 the ACTION carrying the proof with the next counter, which the guard does check, and the proof's own
 freshness comes from the random challenge it answers.
+
+Short-name referencing (``short_names=True`` on either side) proposes or accepts the SN application
+contexts instead of the LN ones and carries the SN services of :mod:`.sn_services` through
+``request_sn``/``handle_sn`` and ``receive_sn``/``respond_sn``; association, LLS, ciphering and replay
+checks are the same code. HLS is refused with SN: its pass 3 and 4 go through a method of the Association
+SN object whose short-name offset we have not confirmed from a public description.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from itertools import count
 from typing import Final
 
 from openami.protocols.dlms.acse import (
+    CONFIRMED_SERVICE_ERROR_TAG,
     RLRQ_TAG,
     Aare,
     Aarq,
@@ -42,6 +49,7 @@ from openami.protocols.dlms.acse import (
     Rlrq,
     decode_aare,
     decode_aarq,
+    decode_confirmed_service_error,
     decode_rlre,
     decode_rlrq,
     decode_user_information,
@@ -68,6 +76,19 @@ from openami.protocols.dlms.security import (
     lls_matches,
     verify_hls_gmac,
 )
+from openami.protocols.dlms.sn_services import (
+    BlockNumberAccess,
+    DataBlockResult,
+    ReadRequest,
+    ReadResponse,
+    SnApdu,
+    UnconfirmedWriteRequest,
+    WriteRequest,
+    WriteResponse,
+    decode_sn,
+    encode_sn,
+    reassemble_read_blocks,
+)
 from openami.protocols.dlms.xdlms import (
     EXCEPTION_RESPONSE,
     ActionRequestNormal,
@@ -89,6 +110,7 @@ from openami.protocols.dlms.xdlms import (
 
 __all__ = [
     "ASSOCIATION_LN",
+    "ASSOCIATION_SN_BASE_NAME",
     "CLIENT_CONFORMANCE",
     "MANAGEMENT_CLIENT",
     "MANAGEMENT_SERVER",
@@ -96,6 +118,8 @@ __all__ = [
     "PUBLIC_CLIENT",
     "REPLY_TO_HLS_AUTHENTICATION",
     "SERVER_CONFORMANCE",
+    "SN_CLIENT_CONFORMANCE",
+    "SN_SERVER_CONFORMANCE",
     "AssociationError",
     "AuthenticationFailed",
     "ClientAssociation",
@@ -104,6 +128,8 @@ __all__ = [
     "Request",
     "Result",
     "ServerAssociation",
+    "SnRequest",
+    "SnResult",
 ]
 
 PUBLIC_CLIENT: Final = 16
@@ -129,6 +155,21 @@ CLIENT_CONFORMANCE: Final = (
 """What a client proposes by default: the services the pull path uses."""
 SERVER_CONFORMANCE: Final = CLIENT_CONFORMANCE | Conformance.ATTRIBUTE0_SUPPORTED_WITH_GET
 """What the server side grants at most; the negotiated block is the intersection with the proposal."""
+SN_CLIENT_CONFORMANCE: Final = (
+    Conformance.READ
+    | Conformance.WRITE
+    | Conformance.UNCONFIRMED_WRITE
+    | Conformance.PARAMETERIZED_ACCESS
+    | Conformance.MULTIPLE_REFERENCES
+    | Conformance.INFORMATION_REPORT
+    | Conformance.BLOCK_TRANSFER_WITH_GET_OR_READ
+)
+"""What a short-name client proposes by default: the SN services and parameterized (selective) access."""
+SN_SERVER_CONFORMANCE: Final = SN_CLIENT_CONFORMANCE
+"""What a short-name server grants at most."""
+ASSOCIATION_SN_BASE_NAME: Final = 0xFA00
+"""Base name of the current Association SN object; an SN server's InitiateResponse names it (vaa-name)."""
+_LN_VAA_NAME: Final = 0x0007
 
 MIN_PDU_SIZE: Final = 64
 """Smallest max-receive-PDU-size either side accepts: below it a ciphered datablock has no room for data."""
@@ -142,6 +183,14 @@ _BLOCK_OVERHEAD: Final = 12
 _CIPHER_OVERHEAD: Final = 21
 # A GetResponseNormal carrying data starts tag C4, choice 01, invoke byte, result choice 00.
 _GET_NORMAL_HEADER: Final = 4
+# ReadResponse with one data-block-result: tag, count, choice, last-block, block number (2), length (<= 3).
+_SN_BLOCK_OVERHEAD: Final = 9
+
+
+def _context(short_names: bool, ciphered: bool) -> ApplicationContext:
+    if short_names:
+        return ApplicationContext.SHORT_NAME_CIPHERED if ciphered else ApplicationContext.SHORT_NAME
+    return ApplicationContext.LOGICAL_NAME_CIPHERED if ciphered else ApplicationContext.LOGICAL_NAME
 
 
 class AssociationError(DlmsError):
@@ -160,6 +209,17 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class SnResult:
+    """A finished SN exchange; a long read comes back as one :class:`ReadResponse` with every value.
+
+    A meter may also answer with a ConfirmedServiceError (the classic DLMS refusal) or an
+    ExceptionResponse; both are returned for the caller to report.
+    """
+
+    apdu: SnApdu | ConfirmedServiceError | ExceptionResponse
+
+
+@dataclass(frozen=True, slots=True)
 class NextRequest:
     """The exchange continues: send ``raw`` and feed the answer to ``handle`` again."""
 
@@ -171,6 +231,14 @@ class Request:
     """Server side: a service request for the application, to be answered through ``respond``."""
 
     apdu: XdlmsApdu
+
+
+@dataclass(frozen=True, slots=True)
+class SnRequest:
+    """Server side, short names: a Read or Write for the application, answered through ``respond_sn``
+    (an UnconfirmedWrite is not answered)."""
+
+    apdu: ReadRequest | WriteRequest | UnconfirmedWriteRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +373,8 @@ class ClientAssociation:
     service, and :meth:`release` / :meth:`handle_rlre` at the end. ``security`` None means no ciphering
     (lowest security, or LLS/HLS-GMAC authentication with plain APDUs). ``guard`` may be shared between
     sessions so that a replay across connections is caught too; by default each association has its own.
+    ``short_names`` proposes the SN context; services then go through :meth:`request_sn` /
+    :meth:`handle_sn`, and ``conformance`` defaults to :data:`SN_CLIENT_CONFORMANCE`.
     """
 
     def __init__(
@@ -320,9 +390,12 @@ class ClientAssociation:
         security: SecurityControl | None = None,
         max_pdu: int = 0xFFFF,
         invocation_counter_start: int = 1,
-        conformance: Conformance = CLIENT_CONFORMANCE,
+        conformance: Conformance | None = None,
         guard: InvocationCounterGuard | None = None,
+        short_names: bool = False,
     ) -> None:
+        if short_names and mechanism == Mechanism.HIGH_GMAC:
+            raise ValueError("HLS-GMAC is not supported with short-name referencing (use LLS)")
         if mechanism not in (Mechanism.LOWEST, Mechanism.LOW, Mechanism.HIGH_GMAC):
             raise ValueError(f"mechanism {mechanism.name} is not supported (LOWEST, LOW or HIGH_GMAC)")
         if mechanism == Mechanism.LOW and not password:
@@ -338,6 +411,9 @@ class ClientAssociation:
         self.server_sap = server_sap
         self.mechanism = mechanism
         self.max_pdu = max_pdu
+        self.short_names = short_names
+        if conformance is None:
+            conformance = SN_CLIENT_CONFORMANCE if short_names else CLIENT_CONFORMANCE
         self.conformance = conformance
         self._password = password
         self._titled = needs_keys
@@ -353,6 +429,8 @@ class ClientAssociation:
         self._challenge = b""
         self._invoke_id = 0
         self._blocks: list[GetResponseWithDatablock] = []
+        self._read_blocks: list[DataBlockResult] = []
+        self._read_items = 1
         self.server_system_title = b""
         """The meter's system title from the AARE; empty when neither ciphering nor HLS asked for it."""
         self.negotiated: InitiateResponse | None = None
@@ -390,7 +468,7 @@ class ClientAssociation:
         initiate = encode_initiate_request(InitiateRequest(self.conformance, self.max_pdu))
         ciphered = self._prot.security is not None
         aarq = Aarq(
-            context=ApplicationContext.LOGICAL_NAME_CIPHERED if ciphered else ApplicationContext.LOGICAL_NAME,
+            context=_context(self.short_names, ciphered),
             mechanism=None if self.mechanism == Mechanism.LOWEST else self.mechanism,
             calling_ap_title=self._prot.own_title if self._titled else None,
             calling_authentication_value=auth_value,
@@ -453,8 +531,9 @@ class ClientAssociation:
         extra = info.negotiated_conformance & ~self.conformance
         if extra:
             raise AssociationError(f"server granted conformance 0x{int(extra):06X} that was not proposed")
-        if not info.negotiated_conformance & Conformance.GET:
-            raise AssociationError("server did not grant GET")
+        required = Conformance.READ if self.short_names else Conformance.GET
+        if not info.negotiated_conformance & required:
+            raise AssociationError(f"server did not grant {required.name}")
         if info.server_max_receive_pdu_size < MIN_PDU_SIZE:
             raise AssociationError(
                 f"server max receive PDU size {info.server_max_receive_pdu_size} too small"
@@ -463,7 +542,10 @@ class ClientAssociation:
             raise AssociationError(f"DLMS version {info.negotiated_dlms_version}")
 
     def _seal(self, apdu: XdlmsApdu) -> bytes:
-        raw = self._prot.seal(encode_xdlms(apdu))
+        return self._seal_plain(encode_xdlms(apdu))
+
+    def _seal_plain(self, plain: bytes) -> bytes:
+        raw = self._prot.seal(plain)
         if self.negotiated is None or len(raw) > self.negotiated.server_max_receive_pdu_size:
             raise EncodeError(f"request of {len(raw)} bytes above the server's PDU size")
         return raw
@@ -471,8 +553,54 @@ class ClientAssociation:
     def request(self, apdu: XdlmsApdu) -> bytes:
         """The bytes of a service request: encoded and, when the policy says so, glo-ciphered."""
         self._expect(_Phase.ASSOCIATED, "request")
+        if self.short_names:
+            raise AssociationError("LN service on a short-name association: use request_sn")
         self._blocks.clear()
         return self._seal(apdu)
+
+    def request_sn(self, apdu: SnApdu) -> bytes:
+        """The bytes of an SN service request (Read, Write, UnconfirmedWrite), glo-ciphered by policy."""
+        self._expect(_Phase.ASSOCIATED, "request")
+        if not self.short_names:
+            raise AssociationError("SN service on a logical-name association: use request")
+        self._read_blocks.clear()
+        self._read_items = len(apdu.items) if isinstance(apdu, ReadRequest) else 1
+        return self._seal_plain(encode_sn(apdu))
+
+    def handle_sn(self, raw: bytes, *, tables: bool = False) -> SnResult | NextRequest:
+        """Decipher, check and decode an SN response; a data block that is not the last asks for the next
+        with block-number-access, and the last one returns the reassembled :class:`ReadResponse`."""
+        self._expect(_Phase.ASSOCIATED, "response")
+        if not self.short_names:
+            raise AssociationError("SN response on a logical-name association: use handle")
+        plain = self._prot.open(raw, self.server_system_title)
+        if plain[:1] == bytes((EXCEPTION_RESPONSE,)):
+            self._read_blocks.clear()
+            exception = decode_xdlms(plain)
+            if not isinstance(exception, ExceptionResponse):  # cannot happen: the tag is the exception's
+                raise DecodeError("not an ExceptionResponse", 0)
+            return SnResult(exception)
+        if plain[:1] == bytes((CONFIRMED_SERVICE_ERROR_TAG,)):
+            self._read_blocks.clear()
+            return SnResult(decode_confirmed_service_error(plain))
+        apdu = decode_sn(plain, tables=tables)
+        if not (
+            isinstance(apdu, ReadResponse)
+            and len(apdu.results) == 1
+            and isinstance(apdu.results[0], DataBlockResult)
+        ):
+            self._read_blocks.clear()
+            return SnResult(apdu)
+        block = apdu.results[0]
+        self._read_blocks.append(block)
+        if not block.last_block:
+            return NextRequest(
+                self._seal_plain(encode_sn(ReadRequest((BlockNumberAccess(block.block_number),))))
+            )
+        blocks, self._read_blocks = self._read_blocks, []
+        return SnResult(
+            ReadResponse(reassemble_read_blocks(blocks, expected=self._read_items, tables=tables))
+        )
 
     def handle(self, raw: bytes, *, tables: bool = False) -> Result | NextRequest:
         """Decipher, check and decode a response; a datablock that is not the last asks for the next.
@@ -536,7 +664,9 @@ class ServerAssociation:
     ciphering; the management client (1) must authenticate with the LLS ``password`` or with HLS-GMAC
     under the meter's keys, and may cipher. A ciphered AARQ fixes the security control for the whole
     association. ``invocation_counter`` is the meter's single counter, shared by all its associations so
-    that no two APDUs it sends ever use the same IV.
+    that no two APDUs it sends ever use the same IV. ``short_names`` makes it an SN server: it accepts the
+    SN contexts only (LLS or lowest security), names :data:`ASSOCIATION_SN_BASE_NAME` as vaa-name and
+    serves through :meth:`receive_sn` / :meth:`respond_sn`.
     """
 
     def __init__(
@@ -549,10 +679,14 @@ class ServerAssociation:
         authentication_key: bytes,
         invocation_counter: Iterator[int],
         max_pdu: int = 0xFFFF,
-        conformance: Conformance = SERVER_CONFORMANCE,
+        conformance: Conformance | None = None,
+        short_names: bool = False,
     ) -> None:
         self.client_sap = client_sap
         self.max_pdu = max_pdu
+        self.short_names = short_names
+        if conformance is None:
+            conformance = SN_SERVER_CONFORMANCE if short_names else SERVER_CONFORMANCE
         self.conformance = conformance
         self.client_max_pdu = MIN_PDU_SIZE
         self.mechanism = Mechanism.LOWEST
@@ -597,10 +731,12 @@ class ServerAssociation:
         aarq = decode_aarq(raw)
         context = aarq.context
         diag = AcseServiceUserDiagnostic
-        if context not in (ApplicationContext.LOGICAL_NAME, ApplicationContext.LOGICAL_NAME_CIPHERED):
+        if context not in (_context(self.short_names, False), _context(self.short_names, True)):
             return self._reject(context, diag.APPLICATION_CONTEXT_NAME_NOT_SUPPORTED)
-        ciphered = context == ApplicationContext.LOGICAL_NAME_CIPHERED
+        ciphered = context == _context(self.short_names, True)
         mechanism = aarq.mechanism or Mechanism.LOWEST
+        if self.short_names and mechanism == Mechanism.HIGH_GMAC:
+            return self._reject(context, diag.AUTHENTICATION_MECHANISM_NAME_NOT_RECOGNISED)
         if self.client_sap == PUBLIC_CLIENT:
             if mechanism != Mechanism.LOWEST or ciphered:
                 return self._reject(context, diag.AUTHENTICATION_MECHANISM_NAME_NOT_RECOGNISED)
@@ -668,7 +804,8 @@ class ServerAssociation:
         self.client_max_pdu = request.client_max_receive_pdu_size
         self.mechanism = mechanism
         hls = mechanism == Mechanism.HIGH_GMAC
-        response = InitiateResponse(self.negotiated, self.max_pdu)
+        vaa_name = ASSOCIATION_SN_BASE_NAME if self.short_names else _LN_VAA_NAME
+        response = InitiateResponse(self.negotiated, self.max_pdu, vaa_name=vaa_name)
         aare = Aare(
             context,
             AssociationResult.ACCEPTED,
@@ -686,8 +823,8 @@ class ServerAssociation:
             encode_xdlms(ExceptionResponse(ExceptionStateError.SERVICE_NOT_ALLOWED, service_error, counter))
         )
 
-    def receive(self, raw: bytes) -> Request | Reply:
-        """Handle one request: a :class:`Request` for the application or a :class:`Reply` to send as is."""
+    def _open_request(self, raw: bytes) -> bytes | Reply:
+        """The plaintext of a request, or the Reply that ends it (release, refusal, failed checks)."""
         if raw[:1] == bytes((RLRQ_TAG,)):
             decode_rlrq(raw)
             self._phase = _Phase.RELEASED
@@ -695,25 +832,88 @@ class ServerAssociation:
         if self._phase not in (_Phase.ASSOCIATED, _Phase.AWAITING_HLS):
             return self._exception(ExceptionServiceError.OPERATION_NOT_POSSIBLE)
         try:
-            plain = self._prot.open(raw, self._client_title)
+            return self._prot.open(raw, self._client_title)
         except ReplayError:
             last = self._prot.guard.last(self._client_title)
             return self._exception(ExceptionServiceError.INVOCATION_COUNTER_ERROR, (last or 0) + 1)
         except (SecurityError, DecodeError):
             return self._exception(ExceptionServiceError.DECIPHERING_ERROR)
+
+    @staticmethod
+    def _unknown_service() -> Reply:
+        return Reply(
+            encode_xdlms(
+                ExceptionResponse(ExceptionStateError.SERVICE_UNKNOWN, ExceptionServiceError.OTHER_REASON)
+            )
+        )
+
+    def receive(self, raw: bytes) -> Request | Reply:
+        """Handle one request: a :class:`Request` for the application or a :class:`Reply` to send as is."""
+        plain = self._open_request(raw)
+        if isinstance(plain, Reply):
+            return plain
         try:
             apdu = decode_xdlms(plain)
         except DecodeError:
-            return Reply(
-                encode_xdlms(
-                    ExceptionResponse(ExceptionStateError.SERVICE_UNKNOWN, ExceptionServiceError.OTHER_REASON)
-                )
-            )
+            return self._unknown_service()
         if self._phase is _Phase.AWAITING_HLS:
             return self._hls(apdu)
         if isinstance(apdu, GetRequestNext):
             return Reply(self._next_block(apdu))
         return Request(apdu)
+
+    def receive_sn(self, raw: bytes) -> SnRequest | Reply:
+        """Short names: an :class:`SnRequest` for the application or a :class:`Reply` to send as is (the
+        next block of a long read, a release, a refusal)."""
+        plain = self._open_request(raw)
+        if isinstance(plain, Reply):
+            return plain
+        if not self.short_names:
+            return self._exception(ExceptionServiceError.SERVICE_NOT_SUPPORTED)
+        try:
+            apdu = decode_sn(plain)
+        except DecodeError:
+            return self._unknown_service()
+        if (
+            isinstance(apdu, ReadRequest)
+            and len(apdu.items) == 1
+            and isinstance(apdu.items[0], BlockNumberAccess)
+        ):
+            return Reply(self._next_read_block(apdu.items[0]))
+        if not isinstance(apdu, ReadRequest | WriteRequest | UnconfirmedWriteRequest):
+            return self._exception(ExceptionServiceError.SERVICE_NOT_SUPPORTED)
+        return SnRequest(apdu)
+
+    def respond_sn(self, apdu: ReadResponse | WriteResponse) -> bytes:
+        """The bytes answering an :class:`SnRequest`; a read response too long for the client goes out in
+        data blocks, each a slice of the encoded result list."""
+        plain = encode_sn(apdu)
+        room = self.client_max_pdu - (_CIPHER_OVERHEAD if self._prot.security is not None else 0)
+        if len(plain) <= room or not isinstance(apdu, ReadResponse):
+            return self._prot.seal(plain)
+        size = room - _SN_BLOCK_OVERHEAD
+        results = plain[1:]  # the tag off: count and results, what the blocks carry
+        self._blocks = [results[i : i + size] for i in range(0, len(results), size)]
+        self._block_sent = 0
+        return self._send_read_block()
+
+    def _send_read_block(self) -> bytes:
+        self._block_sent += 1
+        last = self._block_sent == len(self._blocks)
+        block = DataBlockResult(last, self._block_sent, self._blocks[self._block_sent - 1])
+        if last:
+            self._blocks = []
+        return self._prot.seal(encode_sn(ReadResponse((block,))))
+
+    def _next_read_block(self, access: BlockNumberAccess) -> bytes:
+        if not self._blocks:
+            reason = DataAccessResult.NO_LONG_GET_IN_PROGRESS
+        elif access.block_number != self._block_sent:
+            reason = DataAccessResult.DATA_BLOCK_NUMBER_INVALID
+            self._blocks = []
+        else:
+            return self._send_read_block()
+        return self._prot.seal(encode_sn(ReadResponse((reason,))))
 
     def _hls(self, apdu: XdlmsApdu) -> Reply:
         if not isinstance(apdu, ActionRequestNormal) or apdu.method != REPLY_TO_HLS_AUTHENTICATION:

@@ -9,9 +9,15 @@ keep an :class:`InvocationCounterGuard`. Depending on SC the information is
 * authenticated only: the plaintext followed by a 12-byte GMAC tag over SC || AK || plaintext;
 * encrypted only: the GCM keystream (AES-CTR from counter block IV || 00000002) with no tag.
 
-Two envelopes are handled. *glo*/*ded* APDUs (one tag per service, e.g. 0xC8 glo-get-request) carry no
+Three envelopes are handled. *glo*/*ded* APDUs (one tag per service, e.g. 0xC8 glo-get-request) carry no
 system title: the caller knows it from the association. *general-glo-ciphering* (0xDB) and
 *general-ded-ciphering* (0xDC) carry the sender's system title inside, which is what push messages use.
+*general-ciphering* (0xDD) carries a transaction id, the originator's and recipient's system titles, a
+date-time, other information and optionally which key was used (key-info) before the same ciphered
+content; with suite 0 the IV is the originator's title and the counter, and the additional authenticated
+data is SC || AK as for the other envelopes (the extra fields enter the AAD only with suites 1 and 2, which
+are not supported). Key-info naming a wrapped or agreed key (key transport / key agreement) is refused with
+:class:`KeyInfoNotSupported`.
 Everything here is pure computation on bytes; every failure is a
 :class:`~openami.protocols.dlms.errors.DlmsError` so a parser fed hostile bytes has one thing to catch.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import hmac
 from collections import OrderedDict
 from dataclasses import dataclass
+from enum import IntEnum
 from types import MappingProxyType
 from typing import Final
 
@@ -43,10 +50,16 @@ __all__ = [
     "GLO_TAGS",
     "PLAIN_TAGS",
     "Deciphered",
+    "GeneralCipheringError",
+    "GeneralCipheringHeader",
     "InvocationCounterGuard",
+    "KeyId",
+    "KeyInfoNotSupported",
     "SecurityControl",
     "decrypt",
     "encrypt",
+    "encrypt_general_ciphering",
+    "general_ciphering_header",
     "hls_gmac",
     "lls_matches",
     "verify_hls_gmac",
@@ -54,8 +67,7 @@ __all__ = [
 
 GENERAL_GLO_CIPHERING: Final = 0xDB
 GENERAL_DED_CIPHERING: Final = 0xDC
-#: general-ciphering (0xDD) is recognised as a tag but not deciphered: its AAD covers further fields
-#: (transaction id, recipient, date-time, other information) that no meter we support sends.
+#: general-ciphering (0xDD): see :class:`GeneralCipheringHeader` and :func:`encrypt_general_ciphering`.
 GENERAL_CIPHERING: Final = 0xDD
 
 SYSTEM_TITLE_LENGTH: Final = 8
@@ -143,14 +155,53 @@ class SecurityControl:
         )
 
 
+class KeyId(IntEnum):
+    """key-info identified-key of general-ciphering: which global key protects the content."""
+
+    GLOBAL_UNICAST_ENCRYPTION_KEY = 0
+    GLOBAL_BROADCAST_ENCRYPTION_KEY = 1
+
+
+class KeyInfoNotSupported(SecurityError):
+    """general-ciphering whose key-info transports or agrees a key (wrapped-key, agreed-key): the content
+    key is not one the caller holds, and key transport/agreement is not implemented."""
+
+
+class GeneralCipheringError(DecodeError, SecurityError):
+    """A general-ciphering APDU whose fields do not parse.
+
+    Both a DecodeError (the bytes are malformed) and a SecurityError, because callers written when 0xDD
+    could not be deciphered at all treat any failure to open one as a security refusal.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class GeneralCipheringHeader:
+    """What general-ciphering carries before its ciphered content.
+
+    ``originator_system_title`` (8 bytes) is the sender's and goes into the IV; ``recipient_system_title``
+    may be empty (broadcast); ``date_time`` is empty or a 12-byte COSEM date-time; ``key_id`` is the
+    identified key of key-info, None when key-info is absent.
+    """
+
+    transaction_id: bytes
+    originator_system_title: bytes
+    recipient_system_title: bytes = b""
+    date_time: bytes = b""
+    other_information: bytes = b""
+    key_id: KeyId | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Deciphered:
-    """A deciphered APDU; ``system_title`` is the sender's (from the APDU, or as the caller gave it)."""
+    """A deciphered APDU; ``system_title`` is the sender's (from the APDU, or as the caller gave it).
+    ``general`` holds the header of a general-ciphering APDU, None for the other envelopes."""
 
     plaintext: bytes
     security_control: SecurityControl
     invocation_counter: int
     system_title: bytes | None
+    general: GeneralCipheringHeader | None = None
 
 
 def _check_suite(sc: SecurityControl) -> None:
@@ -242,6 +293,63 @@ def _take(data: bytes, offset: int, length: int, what: str) -> tuple[bytes, int]
     return data[offset:end], end
 
 
+_KEY_INFO_IDENTIFIED, _KEY_INFO_WRAPPED, _KEY_INFO_AGREED = 0, 1, 2
+
+
+def _parse_general_header(apdu: bytes) -> tuple[GeneralCipheringHeader, int]:
+    """The header of a general-ciphering APDU and the offset of its ciphered-content length."""
+    try:
+        offset = 1
+        fields: list[bytes] = []
+        for what in ("transaction-id", "originator-system-title", "recipient-system-title", "date-time"):
+            length, offset = _decode_length(apdu, offset)
+            field, offset = _take(apdu, offset, length, what)
+            fields.append(field)
+        length, offset = _decode_length(apdu, offset)
+        other, offset = _take(apdu, offset, length, "other-information")
+        present, offset = _take(apdu, offset, 1, "key-info presence")
+        key_id = None
+        if present[0] > 1:
+            raise DecodeError(f"key-info: presence flag 0x{present[0]:02X}", offset - 1)
+        if present[0]:
+            key_id, offset = _parse_key_info(apdu, offset)
+    except DecodeError as exc:
+        raise GeneralCipheringError(f"general-ciphering: {exc.reason}", exc.offset) from None
+    transaction, originator, recipient, date_time = fields
+    if len(originator) != SYSTEM_TITLE_LENGTH:
+        raise GeneralCipheringError(
+            f"general-ciphering: originator system title of {len(originator)} bytes, "
+            f"expected {SYSTEM_TITLE_LENGTH}"
+        )
+    return GeneralCipheringHeader(transaction, originator, recipient, date_time, other, key_id), offset
+
+
+def _parse_key_info(apdu: bytes, offset: int) -> tuple[KeyId, int]:
+    choice, offset = _take(apdu, offset, 1, "key-info")
+    if choice[0] in (_KEY_INFO_WRAPPED, _KEY_INFO_AGREED):
+        kind = "wrapped-key" if choice[0] == _KEY_INFO_WRAPPED else "agreed-key"
+        raise KeyInfoNotSupported(
+            f"general-ciphering key-info {kind} is not supported (identified keys only)"
+        )
+    if choice[0] != _KEY_INFO_IDENTIFIED:
+        raise DecodeError(f"unknown key-info CHOICE {choice[0]}", offset - 1)
+    key, offset = _take(apdu, offset, 1, "key-id")
+    try:
+        return KeyId(key[0]), offset
+    except ValueError:
+        raise DecodeError(f"unknown key-id {key[0]}", offset - 1) from None
+
+
+def general_ciphering_header(apdu: bytes) -> GeneralCipheringHeader:
+    """The header of a general-ciphering APDU, without deciphering it: the originator's system title is
+    what a receiver looks its keys up by. Raises :class:`GeneralCipheringError` or
+    :class:`KeyInfoNotSupported`."""
+    apdu = bytes(apdu)
+    if apdu[:1] != bytes([GENERAL_CIPHERING]):
+        raise GeneralCipheringError("not a general-ciphering APDU (tag 0xDD)", 0)
+    return _parse_general_header(apdu)[0]
+
+
 def decrypt(
     apdu: bytes,
     *,
@@ -250,9 +358,11 @@ def decrypt(
     system_title: bytes | None = None,
     verify_tag: bool = True,
 ) -> Deciphered:
-    """Decipher a glo-, ded-, general-glo- or general-ded-ciphered APDU.
+    """Decipher a glo-, ded-, general-glo-, general-ded- or general-ciphered APDU.
 
     ``system_title`` is required for glo/ded APDUs (it is not in them) and ignored for the general ones.
+    For general-ciphering the caller gives the key its key-info names (``Deciphered.general.key_id``; see
+    :func:`general_ciphering_header` to read it first).
     ``verify_tag=False`` skips the tag check of authenticated APDUs; it exists because utilities often
     receive push data from meters whose authentication key they were never given. It forfeits integrity,
     so use it only where the data is trusted by other means. The invocation counter is returned, not
@@ -265,6 +375,7 @@ def decrypt(
         raise DecodeError("empty APDU", 0)
     tag = apdu[0]
     offset = 1
+    general = None
     if tag in (GENERAL_GLO_CIPHERING, GENERAL_DED_CIPHERING):
         title_length, offset = _decode_length(apdu, offset)
         if title_length != SYSTEM_TITLE_LENGTH:
@@ -276,7 +387,8 @@ def decrypt(
         _check_title(system_title)
         title = system_title
     elif tag == GENERAL_CIPHERING:
-        raise SecurityError("general-ciphering (0xDD) is not supported")
+        general, offset = _parse_general_header(apdu)
+        title = general.originator_system_title
     else:
         raise DecodeError(f"not a ciphered APDU tag: 0x{tag:02X}", 0)
 
@@ -312,7 +424,9 @@ def decrypt(
                 plaintext = information
     else:
         plaintext = _ctr(encryption_key, iv, body)
-    return Deciphered(plaintext=plaintext, security_control=sc, invocation_counter=ic, system_title=title)
+    return Deciphered(
+        plaintext=plaintext, security_control=sc, invocation_counter=ic, system_title=title, general=general
+    )
 
 
 def encrypt(
@@ -353,6 +467,24 @@ def encrypt(
             raise EncodeError(f"0x{ciphered_tag:02X} is not a glo/ded-ciphered tag")
         tag = ciphered_tag
 
+    content = _seal_content(
+        plaintext, sc, system_title, invocation_counter, encryption_key, authentication_key
+    )
+    prefix = bytes([tag])
+    if general:
+        prefix += _encode_length(len(system_title)) + system_title
+    return prefix + _encode_length(len(content)) + content
+
+
+def _seal_content(
+    plaintext: bytes,
+    sc: SecurityControl,
+    system_title: bytes,
+    invocation_counter: int,
+    encryption_key: bytes,
+    authentication_key: bytes | None,
+) -> bytes:
+    """SC || IC || protected information: the ciphered content every envelope carries."""
     sc_byte = sc.to_byte()
     iv = _iv(system_title, invocation_counter)
     if sc.authenticated:
@@ -368,11 +500,50 @@ def encrypt(
             body = plaintext + auth_tag
     else:
         body = _ctr(encryption_key, iv, plaintext)
-    content = bytes([sc_byte]) + invocation_counter.to_bytes(4, "big") + body
-    prefix = bytes([tag])
-    if general:
-        prefix += _encode_length(len(system_title)) + system_title
-    return prefix + _encode_length(len(content)) + content
+    return bytes([sc_byte]) + invocation_counter.to_bytes(4, "big") + body
+
+
+def encrypt_general_ciphering(
+    plaintext: bytes,
+    *,
+    header: GeneralCipheringHeader,
+    security_control: SecurityControl,
+    invocation_counter: int,
+    encryption_key: bytes,
+    authentication_key: bytes | None,
+) -> bytes:
+    """Protect ``plaintext`` as a general-ciphering (0xDD) APDU, which :func:`decrypt` reads.
+
+    The IV is the header's originator system title and ``invocation_counter``; the caller owns the
+    counter exactly as for :func:`encrypt`. ``header.key_id`` None sends no key-info.
+    """
+    sc = security_control
+    _check_suite(sc)
+    _check_key("encryption key", encryption_key)
+    _check_title(header.originator_system_title)
+    if not 0 <= invocation_counter <= MAX_INVOCATION_COUNTER:
+        raise EncodeError(f"invocation counter out of range: {invocation_counter}")
+    out = bytearray([GENERAL_CIPHERING])
+    for field in (
+        header.transaction_id,
+        header.originator_system_title,
+        header.recipient_system_title,
+        header.date_time,
+        header.other_information,
+    ):
+        out += _encode_length(len(field)) + field
+    if header.key_id is None:
+        out.append(0)
+    else:
+        try:
+            key_id = KeyId(header.key_id)
+        except ValueError:
+            raise EncodeError(f"unknown key-id {header.key_id!r}") from None
+        out += bytes([1, _KEY_INFO_IDENTIFIED, key_id])
+    content = _seal_content(
+        plaintext, sc, header.originator_system_title, invocation_counter, encryption_key, authentication_key
+    )
+    return bytes(out) + _encode_length(len(content)) + content
 
 
 def hls_gmac(

@@ -29,7 +29,13 @@ from openami.protocols.dlms.hdlc import (
 )
 from openami.protocols.dlms.notification import Notification, interpret, interpret_event
 from openami.protocols.dlms.obis import Obis
-from openami.protocols.dlms.security import GENERAL_DED_CIPHERING, GENERAL_GLO_CIPHERING, PLAIN_TAGS, decrypt
+from openami.protocols.dlms.security import (
+    GENERAL_CIPHERING,
+    GENERAL_DED_CIPHERING,
+    GENERAL_GLO_CIPHERING,
+    PLAIN_TAGS,
+    decrypt,
+)
 from openami.protocols.dlms.units import ScalerUnit
 from openami.protocols.dlms.wrapper import WrapperStreamParser
 
@@ -37,7 +43,9 @@ __all__ = ["DecodeResult", "decode_stream", "parse_hex_text"]
 
 _WRAPPER_VERSION: Final = b"\x00\x01"
 _WRAPPER_HEADER: Final = 8
-_CIPHERED_TAGS: Final = frozenset({GENERAL_GLO_CIPHERING, GENERAL_DED_CIPHERING, *PLAIN_TAGS})
+_CIPHERED_TAGS: Final = frozenset(
+    {GENERAL_GLO_CIPHERING, GENERAL_DED_CIPHERING, GENERAL_CIPHERING, *PLAIN_TAGS}
+)
 #: A ciphered APDU may hold a GBT stream and the reverse; two rounds of unwrapping cover every real case
 #: and keep a crafted nesting from looping.
 _MAX_UNWRAP: Final = 4
