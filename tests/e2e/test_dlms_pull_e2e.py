@@ -1,6 +1,7 @@
 """End to end, DLMS pull: 50 simulated meters over real TCP on loopback, HLS-GMAC with every APDU
 ciphered, read by the head-end's scheduled collection into the store through the bus and the ingest
-service; remote disconnect recorded and audited.
+service; remote disconnect recorded, audited and collected back from the meter's log; a firmware image
+transferred, verified and activated.
 
 The meters and the head-end share one injected clock, so "two hours later" is a variable, not a wait.
 """
@@ -8,6 +9,7 @@ The meters and the head-end share one injected clock, so "two hours later" is a 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -148,9 +150,7 @@ async def test_scheduled_reads_store_load_profiles_without_gaps_or_duplicates(
     platform: Platform, simulator: DlmsSimulator, clock: Clock
 ) -> None:
     _register(platform, simulator)
-    options = CollectorOptions(
-        read_events=False, client_system_title=CLIENT_TITLE, backfill=timedelta(days=1), concurrency=16
-    )
+    options = CollectorOptions(client_system_title=CLIENT_TITLE, backfill=timedelta(days=1), concurrency=16)
     collector = DlmsCollector(platform.engine, platform.bus, options, now=clock)
 
     await _round(platform, collector)
@@ -179,9 +179,7 @@ async def test_a_drifting_meter_clock_is_set_and_recorded(
     _register(platform, simulator)
     drifting: SimulatedMeter = simulator.meters[3]
     drifting.clock_offset = timedelta(minutes=4)
-    options = CollectorOptions(
-        read_events=False, client_system_title=CLIENT_TITLE, backfill=timedelta(hours=1)
-    )
+    options = CollectorOptions(client_system_title=CLIENT_TITLE, backfill=timedelta(hours=1))
     collector = DlmsCollector(platform.engine, platform.bus, options, now=clock)
     await _round(platform, collector)
     assert abs(drifting.clock_offset.total_seconds()) < 1
@@ -229,6 +227,56 @@ async def test_remote_disconnect_changes_the_relay_and_is_audited(
     assert {(row.actor, row.target_id) for row in actions} == {("user:1:operator", str(meter_id))}
     assert verify_chain(platform.engine, tenant_id) == (True, None)
 
+    # The meter logged both operations in its disconnector log; the next scheduled round collects them.
+    clock.now += QUARTER
+    options = CollectorOptions(client_system_title=CLIENT_TITLE, backfill=timedelta(hours=1))
+    await _round(platform, DlmsCollector(platform.engine, platform.bus, options, now=clock))
+    with platform.engine.connect() as conn:
+        logged = conn.execute(
+            select(event.c.code, event.c.source, event.c.detail)
+            .where(event.c.meter_id == meter_id, event.c.code.like("remote_%"))
+            .order_by(event.c.ts, event.c.id)
+        ).all()
+    assert [(row.code, row.source, row.detail["log"]) for row in logged] == [
+        ("remote_disconnect", "dlms-pull", "0-0:99.98.2"),
+        ("remote_reconnect", "dlms-pull", "0-0:99.98.2"),
+    ]
+
+
+async def test_a_firmware_upgrade_transfers_verifies_and_activates_the_image(
+    platform: Platform, simulator: DlmsSimulator, clock: Clock
+) -> None:
+    tenant_id = _register(platform, simulator)
+    target: SimulatedMeter = simulator.meters[7]
+    with platform.engine.connect() as conn:
+        meter_id = conn.execute(select(meter.c.id).where(meter.c.serial == target.serial)).scalar_one()
+    assert platform.vault is not None
+    service = CommandService(platform.engine, platform.vault, client_system_title=CLIENT_TITLE, now=clock)
+    image = bytes(range(256)) * 80 + b"OpenAMI test firmware 2.1.0"  # 20 KiB and a tail block
+    seen: list[tuple[int, int]] = []
+    record = await service.upgrade_firmware(
+        tenant_id,
+        meter_id,
+        image,
+        "OAM-2.1.0",
+        actor="user:1:operator",
+        progress=lambda d, t: seen.append((d, t)),
+    )
+    assert record.state == "succeeded", record.result
+    assert record.result is not None
+    assert record.result["active_identifier"] == "OAM-2.1.0"
+    assert record.result["signature"] == hashlib.sha256(image).hexdigest()
+    assert target.image.active_identifier == b"OAM-2.1.0"
+    assert seen[-1][0] == seen[-1][1] == record.result["blocks"]
+    with platform.engine.connect() as conn:
+        actions = conn.execute(
+            select(audit_log.c.action, audit_log.c.detail)
+            .where(audit_log.c.action.like("command.firmware.%"))
+            .order_by(audit_log.c.id)
+        ).all()
+    assert [row.action for row in actions] == ["command.firmware.requested", "command.firmware.succeeded"]
+    assert actions[0].detail["sha256"] == hashlib.sha256(image).hexdigest()
+
 
 async def test_an_unreachable_meter_fails_its_command_and_its_read_without_stopping_the_others(
     platform: Platform, simulator: DlmsSimulator, clock: Clock
@@ -244,9 +292,7 @@ async def test_an_unreachable_meter_fails_its_command_and_its_read_without_stopp
             .values(address="tcp://127.0.0.1:1")
         )
     assert platform.vault is not None
-    options = CollectorOptions(
-        read_events=False, client_system_title=CLIENT_TITLE, backfill=timedelta(hours=1), timeout_s=2
-    )
+    options = CollectorOptions(client_system_title=CLIENT_TITLE, backfill=timedelta(hours=1), timeout_s=2)
     collector = DlmsCollector(platform.engine, platform.bus, options, now=clock)
     targets, _ = load_targets(platform.engine, platform.vault)
     report = await collector.collect(targets)
@@ -323,3 +369,24 @@ def _user_id(platform: Platform, tenant_id: int, username: str) -> int:
                 )
             ).scalar_one()
         )
+
+
+async def test_meters_behind_a_terminal_server_are_read_over_hdlc(platform: Platform, clock: Clock) -> None:
+    admin = create_tenant_with_admin(platform.engine, "hdlc", "HDLC Utility", "UTC", "admin", "pw-pw-pw-1")
+    assert platform.vault is not None
+    async with DlmsSimulator("127.0.0.1", build_meters(4, seed=3, now=clock), 0, framing="hdlc") as hdlc:
+        register_dlms_meters(
+            platform.engine,
+            platform.vault,
+            admin.tenant_id,
+            hdlc,
+            address=lambda index, port: f"hdlc+tcp://127.0.0.1:{port}?physical={16 + index}",
+        )
+        options = CollectorOptions(client_system_title=CLIENT_TITLE, backfill=timedelta(hours=6))
+        targets, skipped = load_targets(platform.engine, platform.vault)
+        assert skipped == [] and {t.endpoint.framing for t in targets} == {"hdlc"}
+        report = await DlmsCollector(platform.engine, platform.bus, options, now=clock).collect(targets)
+    assert (report.succeeded, report.failed) == (4, 0), report.errors
+    await platform.settle(timeout_s=60)
+    times = _profile_times(platform, "1-0:1.8.0")
+    assert {len(stored) for stored in times.values()} == {24}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy import Engine, insert, select
 
 from openami.hes.dlms_targets import DLMS_PROTOCOL
@@ -10,12 +12,21 @@ from openami.simulator.dlms_server import DlmsSimulator
 from openami.store.schema import comm_device, meter
 
 
+def wrapper_address(index: int, port: int) -> str:
+    return f"tcp://127.0.0.1:{port}"
+
+
 def register_dlms_meters(
-    engine: Engine, vault: KeyVault, tenant_id: int, simulator: DlmsSimulator
+    engine: Engine,
+    vault: KeyVault,
+    tenant_id: int,
+    simulator: DlmsSimulator,
+    address: Callable[[int, int], str] = wrapper_address,
 ) -> dict[str, int]:
-    """One DLMS meter per simulated meter (address ``tcp://127.0.0.1:<its port>``); serial -> meter id."""
+    """One DLMS meter per simulated meter (``address(index, port)``, the wrapper over TCP by default);
+    returns serial -> meter id."""
     with engine.begin() as conn:
-        for sim, port in zip(simulator.meters, simulator.ports, strict=True):
+        for index, (sim, port) in enumerate(zip(simulator.meters, simulator.ports, strict=True)):
             modem = conn.execute(
                 insert(comm_device)
                 .values(
@@ -23,7 +34,7 @@ def register_dlms_meters(
                     ident=f"MODEM-{sim.serial}",
                     kind="modem",
                     protocol="dlms",
-                    address=f"tcp://127.0.0.1:{port}",
+                    address=address(index, port),
                 )
                 .returning(comm_device.c.id)
             ).scalar_one()

@@ -1,4 +1,5 @@
-"""Remote commands to DLMS meters: disconnect, connect and clock synchronisation, recorded and audited.
+"""Remote commands to DLMS meters: disconnect, connect, clock synchronisation and firmware upgrade,
+recorded and audited.
 
 A command is a row in ``command`` before anything is sent (state ``running``), so a crash mid-command
 leaves a trace; it ends ``succeeded`` or ``failed`` with its result, and both ends are entries in the
@@ -13,6 +14,7 @@ scheduling many of them through jobs is the head-end core's work.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,8 +24,9 @@ from sqlalchemy import Engine, insert, select, update
 
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError
+from openami.drivers.dlms.firmware import upgrade_firmware
 from openami.hes.dlms_session import DlmsSessions
-from openami.hes.dlms_targets import load_targets
+from openami.hes.dlms_targets import DlmsTarget, load_targets
 from openami.protocols.dlms.obis import Obis
 from openami.protocols.dlms.xdlms import CosemAttribute
 from openami.security.audit import AuditLog
@@ -40,6 +43,7 @@ _DISCONNECT_CONTROL: Final = Obis(0, 0, 96, 3, 10, 255)
 _CONTROL_STATE: Final = CosemAttribute(70, _DISCONNECT_CONTROL, 3)
 _STATES: Final = {0: "disconnected", 1: "connected", 2: "ready_for_reconnection"}
 _CLOCK_TOLERANCE_S: Final = 2.0
+_MAX_IDENTIFIER: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,12 +94,8 @@ class CommandService:
         """
         if kind not in COMMAND_KINDS:
             raise InvalidInput(f"unknown command {kind!r} (one of {', '.join(sorted(COMMAND_KINDS))})")
-        targets, skipped = await asyncio.to_thread(self._target, tenant_id, meter_id)
-        if not targets:
-            reason = skipped[0][1] if skipped else "not a DLMS meter with a communication address"
-            raise InvalidInput(f"meter {meter_id} cannot take commands: {reason}")
-        target = targets[0]
-        command_id = await asyncio.to_thread(self._start, tenant_id, meter_id, kind, actor, user_id)
+        target = await self._reachable(tenant_id, meter_id)
+        command_id = await asyncio.to_thread(self._start, tenant_id, meter_id, kind, actor, user_id, {})
         try:
             async with self._sessions.open(target) as client:
                 result = await self._send(client, kind)
@@ -105,7 +105,55 @@ class CommandService:
             outcome, detail = "succeeded", result
         return await asyncio.to_thread(self._finish, tenant_id, command_id, kind, outcome, detail, actor)
 
-    def _target(self, tenant_id: int, meter_id: int) -> tuple[list[Any], list[tuple[str, str]]]:
+    async def upgrade_firmware(
+        self,
+        tenant_id: int,
+        meter_id: int,
+        image: bytes,
+        identifier: str,
+        *,
+        actor: str,
+        user_id: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> CommandRecord:
+        """Transfer ``image`` by image transfer, verify it (size, identifier, SHA-256 as the meter reports
+        them) and activate it; succeeded only when the meter then runs ``identifier``."""
+        if not image:
+            raise InvalidInput("the firmware image is empty")
+        if not 0 < len(identifier) <= _MAX_IDENTIFIER or not identifier.isprintable():
+            raise InvalidInput(f"firmware identifier must be 1..{_MAX_IDENTIFIER} printable characters")
+        target = await self._reachable(tenant_id, meter_id)
+        params = {"identifier": identifier, "size": len(image), "sha256": hashlib.sha256(image).hexdigest()}
+        command_id = await asyncio.to_thread(
+            self._start, tenant_id, meter_id, "firmware", actor, user_id, params
+        )
+        detail: dict[str, Any]
+        try:
+            async with self._sessions.open(target) as client:
+                result = await upgrade_firmware(client, image, identifier.encode(), progress=progress)
+        except (DlmsDriverError, OSError, ValueError) as exc:
+            outcome, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}
+        else:
+            outcome = "succeeded"
+            detail = {
+                "active_identifier": (result.active_identifier or b"").decode("latin-1"),
+                "blocks": result.blocks,
+                "block_size": result.block_size,
+                "resent_blocks": result.resent_blocks,
+                "signature": result.signature.hex(),
+            }
+        return await asyncio.to_thread(
+            self._finish, tenant_id, command_id, "firmware", outcome, detail, actor
+        )
+
+    async def _reachable(self, tenant_id: int, meter_id: int) -> DlmsTarget:
+        targets, skipped = await asyncio.to_thread(self._target, tenant_id, meter_id)
+        if not targets:
+            reason = skipped[0][1] if skipped else "not a DLMS meter with a communication address"
+            raise InvalidInput(f"meter {meter_id} cannot take commands: {reason}")
+        return targets[0]
+
+    def _target(self, tenant_id: int, meter_id: int) -> tuple[list[DlmsTarget], list[tuple[str, str]]]:
         with self._engine.connect() as conn:
             owner = conn.execute(select(meter.c.tenant_id).where(meter.c.id == meter_id)).scalar_one_or_none()
         if owner != tenant_id:
@@ -135,7 +183,15 @@ class CommandService:
             raise CommandFailed(f"meter reports control state {name} after {kind}")
         return {"control_state": name}
 
-    def _start(self, tenant_id: int, meter_id: int, kind: str, actor: str, user_id: int | None) -> int:
+    def _start(
+        self,
+        tenant_id: int,
+        meter_id: int,
+        kind: str,
+        actor: str,
+        user_id: int | None,
+        params: dict[str, Any],
+    ) -> int:
         with self._engine.begin() as conn:
             command_id = conn.execute(
                 insert(command)
@@ -144,7 +200,7 @@ class CommandService:
                     meter_id=meter_id,
                     kind=kind,
                     state="running",
-                    params={},
+                    params=params,
                     requested_by=user_id,
                     requested_at=self._now(),
                 )
@@ -157,7 +213,7 @@ class CommandService:
                 f"command.{kind}.requested",
                 "meter",
                 meter_id,
-                {"command": command_id},
+                {"command": command_id, **params},
             )
         return int(command_id)
 

@@ -33,6 +33,7 @@ from openami.bus.base import Bus
 from openami.bus.messages import MeterEvent, ReadingBatch, Series, readings_subject
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError, DlmsProtocolError
+from openami.drivers.dlms.events import EVENT_LOGS, read_event_log
 from openami.hes.dlms_session import DlmsSessions
 from openami.hes.dlms_targets import DlmsTarget
 from openami.protocols.dlms.axdr import DataType
@@ -302,8 +303,6 @@ class DlmsCollector:
     async def _read_events(
         self, client: DlmsClient, target: DlmsTarget, since: datetime | None, now: datetime
     ) -> list[MeterEvent]:
-        from openami.drivers.dlms.events import EVENT_LOGS, read_event_log  # TEMP until merged
-
         start = since + timedelta(seconds=1) if since is not None else now - self.options.backfill
         found: list[MeterEvent] = []
         for log_obis in EVENT_LOGS:

@@ -16,7 +16,7 @@ from typing import Final
 from sqlalchemy import Engine
 
 from openami.drivers.dlms.client import DlmsClient
-from openami.drivers.dlms.errors import DlmsAuthFailed, DlmsProtocolError
+from openami.drivers.dlms.errors import DlmsAuthFailed
 from openami.hes.dlms_counters import CounterStore
 from openami.hes.dlms_targets import DlmsTarget
 from openami.protocols.dlms.acse import Mechanism
@@ -69,8 +69,6 @@ class DlmsSessions:
     async def open(self, target: DlmsTarget) -> AsyncIterator[DlmsClient]:
         """``async with sessions.open(target) as client``: connected, associated, released on exit."""
         endpoint = target.endpoint
-        if endpoint.framing == "hdlc":
-            raise DlmsProtocolError(f"{target.serial}: HDLC over TCP is not wired in yet")
         ciphered = endpoint.auth == "hls"
         start = 1
         if ciphered:
@@ -78,10 +76,18 @@ class DlmsSessions:
                 self._counters.reserve, target.tenant_id, target.meter_id, self.client_system_title
             )
         association = association_for(target, self.client_system_title, start)
+        if endpoint.framing == "hdlc":
+            client = DlmsClient.hdlc_tcp(
+                endpoint.host,
+                endpoint.port,
+                association,
+                server_address=endpoint.physical_address,
+                timeout=self.timeout_s,
+            )
+        else:
+            client = DlmsClient(endpoint.host, endpoint.port, association, timeout=self.timeout_s)
         try:
-            async with DlmsClient(
-                endpoint.host, endpoint.port, association, timeout=self.timeout_s
-            ) as client:
+            async with client:
                 yield client
         finally:
             if ciphered:
