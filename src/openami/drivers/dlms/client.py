@@ -364,8 +364,20 @@ def _table_profile(obis: Obis, table: Table) -> list[tuple[object, ...]]:
         raise DlmsProtocolError(f"{obis}: first profile column is not a date-time: {table.columns[0]}")
     rows: list[tuple[object, ...]] = []
     append = rows.append
-    for row in table.rows:
-        ts = _datetime_of_octets(row[0])  # type: ignore[arg-type]  # a 12-byte column holds bytes
+    # All the row times unpacked in one call; datetime() itself refuses unspecified (0xFF) and
+    # out-of-range fields, which then take the general path.
+    stamps = _DATE_TIME.iter_unpack(b"".join([row[0] for row in table.rows]))  # type: ignore[misc]
+    zones = _ZONES
+    for row, (year, month, day, hour, minute, second, hundredths, deviation) in zip(
+        table.rows, stamps, strict=True
+    ):
+        zone = zones.get(deviation)
+        try:
+            if zone is None:
+                raise ValueError(deviation)
+            ts: datetime | None = datetime(year, month, day, hour, minute, second, hundredths * 10_000, zone)
+        except ValueError:
+            ts = _datetime_of_octets(row[0])  # type: ignore[arg-type]  # a 12-byte column holds bytes
         if ts is None:
             raise DlmsProtocolError(f"{obis}: profile row without a usable time")
         append((ts, *row[1:]))
