@@ -7,7 +7,7 @@ failures are the same whatever the carrier, so the client holds one transport an
 doubles how long a dead meter holds a collection slot.
 
 - :class:`WrapperTransport`: IEC 62056-47 over TCP, the head-end's bulk path. Its :meth:`exchange` is
-  the hot path of every read and stays a write, a drain and reads into the stream parser.
+  the hot path of every read: a write, and a wait for the frame the socket's protocol has parsed.
 - :class:`HdlcTransport`: the sans-IO :class:`~openami.protocols.dlms.hdlc_link.HdlcClientLink` over any
   byte stream: a TCP connection to a terminal server or concentrator (``asyncio.open_connection``), or a
   serial line (:func:`open_serial`).
@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final, Protocol, TypeVar
 
 from openami.drivers.dlms.errors import DlmsProtocolError, DlmsUnreachable
+from openami.protocols.dlms.errors import DlmsError
 from openami.protocols.dlms.hdlc_link import (
     ApduReceived,
     Connected,
@@ -89,6 +90,49 @@ class ByteWriter(Protocol):
     def close(self) -> None: ...
 
 
+class _WrapperProtocol(asyncio.Protocol):
+    """The socket side of :class:`WrapperTransport`: frames parsed as bytes arrive, one waiter woken.
+
+    A protocol rather than asyncio streams: a read costs a callback and a parser call, not a stream
+    reader, a writer and their futures per exchange, and every read of a collection round goes
+    through here.
+    """
+
+    def __init__(self) -> None:
+        self.parser = WrapperStreamParser()
+        self.frames: deque[WrapperFrame] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.failure: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a TCP connection is an asyncio.Transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.frames.extend(self.parser.feed(data))
+        except DlmsError as exc:  # a broken stream: which answer is whose can no longer be told
+            self._fail(exc)
+            return
+        if self.frames:
+            self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("connection closed by the meter"))
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+        if self.transport is not None:
+            self.transport.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
 class WrapperTransport:
     """IEC 62056-47 over TCP: each APDU in one wrapper frame from ``client_sap`` to ``server_sap``."""
 
@@ -96,33 +140,35 @@ class WrapperTransport:
         self.host, self.port = host, port
         self.peer = f"{host}:{port}"
         self.client_sap, self.server_sap = client_sap, server_sap
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._parser = WrapperStreamParser()
-        self._frames: list[WrapperFrame] = []
+        self._protocol: _WrapperProtocol | None = None
 
     @property
     def connected(self) -> bool:
-        return self._writer is not None
+        return self._protocol is not None
 
     async def open(self, connect_s: float, answer_s: float) -> None:
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(connect_s):
-            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+            _, self._protocol = await loop.create_connection(_WrapperProtocol, self.host, self.port)
 
     async def exchange(self, apdu: bytes, answer_s: float) -> bytes:
         """Send one APDU and wait for the next frame; one from another association is refused."""
-        writer, reader = self._writer, self._reader
-        if writer is None or reader is None:
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None:
             raise DlmsUnreachable(f"not connected to {self.peer}")
-        writer.write(encode_wrapper(WrapperFrame(self.client_sap, self.server_sap, apdu)))
-        async with asyncio.timeout(answer_s):
-            await writer.drain()
-            while not self._frames:
-                data = await reader.read(_READ_SIZE)
-                if not data:
-                    raise ConnectionResetError("connection closed by the meter")
-                self._frames.extend(self._parser.feed(data))
-        frame = self._frames.pop(0)
+        if protocol.failure is None:
+            protocol.transport.write(encode_wrapper(WrapperFrame(self.client_sap, self.server_sap, apdu)))
+        frames = protocol.frames
+        if not frames and protocol.failure is None:
+            protocol.waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(answer_s):
+                    await protocol.waiter
+            finally:
+                protocol.waiter = None
+        if not frames:
+            raise protocol.failure or ConnectionResetError("connection closed by the meter")
+        frame = frames.popleft()
         if (frame.source, frame.destination) != (self.server_sap, self.client_sap):
             raise DlmsProtocolError(
                 f"frame from wPort {frame.source} to {frame.destination}: not our association"
@@ -133,9 +179,9 @@ class WrapperTransport:
         self.abort()
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
 
 
 Opener = Callable[[], Awaitable[tuple[ByteReader, ByteWriter]]]
