@@ -12,7 +12,12 @@ from sqlalchemy import Engine
 from openami.bus.base import SubscribeOptions
 from openami.bus.memory import MemoryBus
 from openami.hes.dlms_push import DlmsPushListener, push_message_id
-from openami.protocols.dlms.security import SecurityControl, encrypt
+from openami.protocols.dlms.security import (
+    GeneralCipheringHeader,
+    SecurityControl,
+    encrypt,
+    encrypt_general_ciphering,
+)
 from openami.protocols.dlms.stream import parse_hex_text
 from openami.protocols.dlms.wrapper import WrapperFrame, encode_wrapper
 from openami.security.keyvault import KeyVault
@@ -154,6 +159,48 @@ async def test_encrypted_push_over_udp_and_replay(
     assert "unauthenticated" in downgrade.reason
     assert listener.stats.replays == 1
     assert (listener.stats.accepted, listener.stats.rejected) == (2, 2)
+
+
+async def test_general_ciphering_push_finds_its_keys_by_originator(
+    bus: tuple[MemoryBus, Collector], engine: Engine, free_port: int
+) -> None:
+    memory_bus, collector = bus
+    rejections = Rejections()
+    listener = DlmsPushListener(
+        "127.0.0.1",
+        free_port,
+        memory_bus,
+        await _make_vault(engine),
+        default_tenant=None,
+        on_rejected=rejections,
+    )
+
+    def push(counter: int, originator: bytes = TITLE) -> bytes:
+        apdu = encrypt_general_ciphering(
+            PLAIN_PUSH,
+            header=GeneralCipheringHeader(
+                transaction_id=counter.to_bytes(4, "big"), originator_system_title=originator
+            ),
+            security_control=SecurityControl(suite=0, authenticated=True, encrypted=True),
+            invocation_counter=counter,
+            encryption_key=EK,
+            authentication_key=AK,
+        )
+        return encode_wrapper(WrapperFrame(1, 1, apdu))
+
+    await listener.start()
+    try:
+        await _send_tcp(listener.port, push(11))
+        await until(lambda: len(collector.batches) == 1)
+        await _send_tcp(listener.port, push(11))  # the same counter again: a replay
+        await _send_tcp(listener.port, push(12, originator=bytes(8)))  # a title nobody registered
+        await until(lambda: len(rejections.items) == 2)
+    finally:
+        await listener.stop()
+    [series] = collector.batches[0].series
+    assert (collector.batches[0].tenant, series.meter, series.points[0][1]) == ("acme", "LGZ-77", 12345.0)
+    reasons = sorted(r.reason for r in rejections.items)
+    assert reasons[0].startswith("replay") and "unknown system title 0000000000000000" in reasons[1]
 
 
 async def test_unknown_system_title_rejected(

@@ -4,8 +4,9 @@ Meters and concentrators push on their own schedule, over TCP (one connection pe
 IEC 62056-47 wrapper frames or of HDLC frames) or UDP (one datagram holds one or more wrapper frames).
 Both listen on the same port number (4059, the IANA port for DLMS/COSEM).
 
-Ciphered pushes (general-glo/ded-ciphering) carry the meter's system title. The listener looks it up in
-the :class:`~openami.security.keyvault.KeyVault`, which gives the tenant, the meter's serial and its keys:
+Ciphered pushes (general-glo/ded-ciphering, general-ciphering) carry the meter's system title. The
+listener looks it up in the :class:`~openami.security.keyvault.KeyVault`, which gives the tenant, the
+meter's serial and its keys:
 the push is deciphered with the EK, and when an AK is stored the push must carry a tag that verifies
 with it (an unauthenticated push from such a meter is refused, since the security control byte is not
 protected otherwise). The invocation counter of every accepted push is checked with an
@@ -46,11 +47,13 @@ from openami.protocols.dlms.errors import DlmsError, FrameError, ReplayError
 from openami.protocols.dlms.hdlc import FLAG, LLC_COMMAND, LLC_RESPONSE, HdlcStreamParser, SegmentReassembler
 from openami.protocols.dlms.notification import Notification
 from openami.protocols.dlms.security import (
+    GENERAL_CIPHERING,
     GENERAL_DED_CIPHERING,
     GENERAL_GLO_CIPHERING,
     SYSTEM_TITLE_LENGTH,
     InvocationCounterGuard,
     decrypt,
+    general_ciphering_header,
 )
 from openami.protocols.dlms.stream import decode_stream
 from openami.protocols.dlms.wrapper import VERSION, WrapperStreamParser
@@ -188,6 +191,25 @@ def _series(notification: Notification, meter: str, received_at: datetime) -> li
                 )
             )
     return series
+
+
+_KEYED_TAGS: Final = frozenset(
+    bytes([tag]) for tag in (GENERAL_GLO_CIPHERING, GENERAL_DED_CIPHERING, GENERAL_CIPHERING)
+)
+"""Envelopes that name the meter's system title, by which the key vault finds its keys."""
+
+
+def _originator(apdu: bytes) -> bytes:
+    """The system title a ciphered push names: right after the tag for general-glo/ded-ciphering, in
+    the header (after the transaction id) for general-ciphering."""
+    if apdu[0] == GENERAL_CIPHERING:
+        try:
+            return general_ciphering_header(apdu).originator_system_title
+        except DlmsError as exc:
+            raise _Rejected(f"general-ciphering header: {exc}") from None
+    if len(apdu) < 2 + SYSTEM_TITLE_LENGTH or apdu[1] != SYSTEM_TITLE_LENGTH:
+        raise _Rejected("general-ciphered APDU without an 8-byte system title")
+    return apdu[2 : 2 + SYSTEM_TITLE_LENGTH]
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -389,7 +411,7 @@ class DlmsPushListener:
     async def _to_batch(self, apdu: bytes, received_at: datetime) -> ReadingBatch:
         tenant, meter_serial = self._default_tenant, None
         plain = apdu
-        if apdu[:1] in (bytes([GENERAL_GLO_CIPHERING]), bytes([GENERAL_DED_CIPHERING])):
+        if apdu[:1] in _KEYED_TAGS:
             keys = await self._keys(apdu)
             tenant, meter_serial = keys.tenant, keys.meter_serial
             plain = self._decipher(apdu, keys)
@@ -409,9 +431,7 @@ class DlmsPushListener:
         return ReadingBatch(tenant=tenant, source=SOURCE, received_at=received_at, series=series)
 
     async def _keys(self, apdu: bytes) -> PushKeys:
-        if len(apdu) < 2 + SYSTEM_TITLE_LENGTH or apdu[1] != SYSTEM_TITLE_LENGTH:
-            raise _Rejected("general-ciphered APDU without an 8-byte system title")
-        title = apdu[2 : 2 + SYSTEM_TITLE_LENGTH]
+        title = _originator(apdu)
         if self._vault is None:
             raise _Rejected(f"ciphered push from {title.hex().upper()} but no key vault configured")
         try:
