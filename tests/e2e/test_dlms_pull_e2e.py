@@ -21,9 +21,14 @@ from sqlalchemy import func, select
 
 from openami.app import Platform
 from openami.config import Settings
+from openami.drivers.dlms.client import DlmsClient
+from openami.drivers.dlms.errors import DlmsDriverError
 from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
 from openami.hes.dlms_targets import load_targets
+from openami.protocols.dlms.acse import Mechanism
+from openami.protocols.dlms.association import MANAGEMENT_CLIENT, MANAGEMENT_SERVER, ClientAssociation
+from openami.protocols.dlms.security import SecurityControl
 from openami.security.audit import verify_chain
 from openami.security.bootstrap import create_tenant_with_admin, ensure_user
 from openami.simulator.dlms_meter import SimulatedMeter
@@ -93,7 +98,10 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def simulator(clock: Clock) -> AsyncIterator[DlmsSimulator]:
-    async with DlmsSimulator("127.0.0.1", build_meters(METERS, seed=7, now=clock), 0) as running:
+    # Strict meters refuse an invocation counter they have seen: the head-end must carry its counters
+    # over from session to session, as with real meters.
+    meters = build_meters(METERS, seed=7, now=clock, strict_counters=True)
+    async with DlmsSimulator("127.0.0.1", meters, 0) as running:
         yield running
 
 
@@ -390,3 +398,24 @@ async def test_meters_behind_a_terminal_server_are_read_over_hdlc(platform: Plat
     await platform.settle(timeout_s=60)
     times = _profile_times(platform, "1-0:1.8.0")
     assert {len(stored) for stored in times.values()} == {24}
+
+
+async def test_a_strict_meter_refuses_a_head_end_that_restarts_its_counters(simulator: DlmsSimulator) -> None:
+    meter_keys = simulator.meters[0].keys
+
+    def association() -> ClientAssociation:
+        return ClientAssociation(
+            MANAGEMENT_CLIENT,
+            MANAGEMENT_SERVER,
+            mechanism=Mechanism.HIGH_GMAC,
+            system_title=CLIENT_TITLE,
+            encryption_key=meter_keys.encryption_key,
+            authentication_key=meter_keys.authentication_key,
+            security=SecurityControl(suite=0, authenticated=True, encrypted=True),
+        )
+
+    async with DlmsClient("127.0.0.1", simulator.ports[0], association(), timeout=2) as client:
+        await client.get_clock()
+    with pytest.raises(DlmsDriverError):
+        async with DlmsClient("127.0.0.1", simulator.ports[0], association(), timeout=2) as client:
+            await client.get_clock()

@@ -42,6 +42,7 @@ from openami.protocols.dlms.axdr import (
     parse_datetime,
 )
 from openami.protocols.dlms.obis import Obis
+from openami.protocols.dlms.security import InvocationCounterGuard
 from openami.protocols.dlms.xdlms import (
     ActionRequestNormal,
     ActionResponseNormal,
@@ -187,6 +188,7 @@ class SimulatedMeter:
         *,
         now: Callable[[], datetime] = _utcnow,
         max_pdu: int = 0xFFFF,
+        strict_counters: bool = False,
     ) -> None:
         self.serial = serial
         self.system_title = system_title
@@ -200,6 +202,11 @@ class SimulatedMeter:
         self.image = ImageTransfer(block_size_for(max_pdu))
         # One counter for every association of this meter: a (key, title, IC) triple is never reused.
         self.invocation_counter: Iterator[int] = count(1)
+        # strict_counters: remember clients' invocation counters across associations, as a real meter
+        # does, so a head-end that starts every session at 1 is refused from its second session on.
+        # Off by default: tests that open many short sessions with fresh associations would need to
+        # carry counters over.
+        self.client_counters = InvocationCounterGuard() if strict_counters else None
         self._getters: dict[tuple[int, Obis, int], _Getter] = {
             (_DATA, DEVICE_NAME, 2): lambda _: Data.octet_string(serial.encode()),
             (_CLOCK, CLOCK, 2): lambda _: Data.octet_string(_datetime_octets(self.clock())),
@@ -366,6 +373,7 @@ class MeterSession:
                 authentication_key=meter.keys.authentication_key,
                 invocation_counter=meter.invocation_counter,
                 max_pdu=meter.max_pdu,
+                guard=meter.client_counters,
             )
             return opened.handle_aarq(raw, self._random(_CHALLENGE_BYTES))
         association = self._associations.get(client_sap)

@@ -189,14 +189,24 @@ async def serve_hdlc_fd(
         stream.close()
 
 
-def build_meters(count: int, seed: int = 0, now: Callable[[], datetime] = _utcnow) -> list[SimulatedMeter]:
-    """``count`` meters with serials ``SIM00000001``..., system titles ``OAM`` + index, demo keys."""
+def build_meters(
+    count: int, seed: int = 0, now: Callable[[], datetime] = _utcnow, *, strict_counters: bool = False
+) -> list[SimulatedMeter]:
+    """``count`` meters with serials ``SIM00000001``..., system titles ``OAM`` + index, demo keys
+    (``strict_counters``: see :class:`SimulatedMeter`)."""
     meters = []
     for index in range(1, count + 1):
         serial = f"SIM{index:08d}"
         title = b"OAM" + index.to_bytes(5, "big")
         meters.append(
-            SimulatedMeter(serial, title, MeterKeys.demo(serial), seed * 1_000_003 + index, now=now)
+            SimulatedMeter(
+                serial,
+                title,
+                MeterKeys.demo(serial),
+                seed * 1_000_003 + index,
+                now=now,
+                strict_counters=strict_counters,
+            )
         )
     return meters
 

@@ -667,6 +667,8 @@ class ServerAssociation:
     that no two APDUs it sends ever use the same IV. ``short_names`` makes it an SN server: it accepts the
     SN contexts only (LLS or lowest security), names :data:`ASSOCIATION_SN_BASE_NAME` as vaa-name and
     serves through :meth:`receive_sn` / :meth:`respond_sn`.
+    ``guard`` remembers the clients' invocation counters; a meter shares one across its
+    associations (and keeps it over power cycles) so a client can never reuse a counter.
     """
 
     def __init__(
@@ -681,6 +683,7 @@ class ServerAssociation:
         max_pdu: int = 0xFFFF,
         conformance: Conformance | None = None,
         short_names: bool = False,
+        guard: InvocationCounterGuard | None = None,
     ) -> None:
         self.client_sap = client_sap
         self.max_pdu = max_pdu
@@ -698,7 +701,7 @@ class ServerAssociation:
             encryption_key,
             authentication_key,
             invocation_counter,
-            InvocationCounterGuard(),
+            InvocationCounterGuard() if guard is None else guard,
         )
         self._client_title = b""
         self._phase = _Phase.IDLE
