@@ -1,0 +1,1 @@
+"""Pulse inputs: counters of a meter's pulse output turned into register readings."""
