@@ -23,9 +23,10 @@ from openami.bus.factory import make_bus
 from openami.config import Settings
 from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
-from openami.hes.dlms_poller import DlmsPoller
 from openami.hes.dlms_push import DlmsPushListener
+from openami.hes.modbus_collector import ModbusCollector
 from openami.hes.mqtt_listener import MqttGatewayListener
+from openami.hes.poller import Poller
 from openami.hes.rejected import RejectedMessage
 from openami.mdm.ingest import IngestService
 from openami.observability.metrics import Metrics
@@ -50,7 +51,8 @@ class Platform:
     dlms_push: DlmsPushListener | None = None
     vault: KeyVault | None = None
     collector: DlmsCollector | None = None
-    dlms_poller: DlmsPoller | None = None
+    modbus: ModbusCollector | None = None
+    poller: Poller | None = None
     commands: CommandService | None = None
     _started: list[str] = field(default_factory=list)
 
@@ -121,25 +123,26 @@ class Platform:
             "openami_mqtt_uplinks", "Gateway uplinks by outcome.", "outcome", lambda: _uplink_counts(listener)
         )
         self.vault = KeyVault(self.engine, await asyncio.to_thread(load_master_key, self.settings))
-        self._build_dlms_pull(self.vault)
+        self._build_pull(self.vault)
         if self.settings.dlms_push_enabled:
             await self._start_dlms_push(self.vault)
-        if self.dlms_poller is not None:
-            await self.dlms_poller.start()
-            self._started.append("dlms_poller")
-            poller = self.dlms_poller
+        if self.poller is not None:
+            await self.poller.start()
+            self._started.append("poller")
+            poller = self.poller
             self.metrics.track_counters(
-                "openami_dlms_rounds", "DLMS collection rounds.", "outcome", lambda: _round_counts(poller)
+                "openami_collection_rounds", "Collection rounds.", "outcome", lambda: _round_counts(poller)
             )
 
-    def _build_dlms_pull(self, vault: KeyVault) -> None:
-        """The DLMS collector and command service (always), and the poller when polling is on."""
+    def _build_pull(self, vault: KeyVault) -> None:
+        """The DLMS and Modbus collectors and the command service (always), and the poller when polling
+        is on."""
         settings = self.settings
         title = bytes.fromhex(settings.dlms_client_system_title)
         options = CollectorOptions(
             client_system_title=title,
             timeout_s=settings.dlms_timeout_s,
-            concurrency=settings.dlms_poll_concurrency,
+            concurrency=settings.poll_concurrency,
             clock_threshold=timedelta(seconds=settings.dlms_clock_threshold_s),
             backfill=timedelta(days=settings.dlms_backfill_days),
         )
@@ -147,8 +150,12 @@ class Platform:
         self.commands = CommandService(
             self.engine, vault, client_system_title=title, timeout_s=settings.dlms_timeout_s
         )
-        if settings.dlms_poll_interval_s:
-            self.dlms_poller = DlmsPoller(self.engine, vault, self.collector, settings.dlms_poll_interval_s)
+        self.modbus = ModbusCollector(self.engine, self.bus, concurrency=settings.poll_concurrency)
+        if settings.poll_interval_s:
+            collector, modbus = self.collector, self.modbus
+            self.poller = Poller(
+                [lambda: collector.collect_all(vault), modbus.collect_all], settings.poll_interval_s
+            )
 
     async def _start_dlms_push(self, vault: KeyVault) -> None:
         settings = self.settings
@@ -169,8 +176,8 @@ class Platform:
 
     async def stop(self) -> None:
         """Reverse order: stop intake first, then flush what was accepted, then close the pipes."""
-        if "dlms_poller" in self._started and self.dlms_poller is not None:
-            await self.dlms_poller.stop()
+        if "poller" in self._started and self.poller is not None:
+            await self.poller.stop()
         if "listener" in self._started and self.listener is not None:
             await self.listener.stop()
         if "dlms_push" in self._started and self.dlms_push is not None:
@@ -220,8 +227,8 @@ class Platform:
             parts["mqtt"] = "ok" if self.listener.connected else "disconnected"
         if self.settings.dlms_push_enabled:
             parts["dlms_push"] = "ok" if "dlms_push" in self._started else "stopped"
-        if self.dlms_poller is not None:
-            parts["dlms_poller"] = "ok" if "dlms_poller" in self._started else "stopped"
+        if self.poller is not None:
+            parts["poller"] = "ok" if "poller" in self._started else "stopped"
         status = "ok" if all(v == "ok" for v in parts.values()) else "degraded"
         return {"status": status, "version": __version__, **parts}
 
@@ -247,7 +254,7 @@ def _push_counts(push: DlmsPushListener) -> dict[str, float]:
     }
 
 
-def _round_counts(poller: DlmsPoller) -> dict[str, float]:
+def _round_counts(poller: Poller) -> dict[str, float]:
     return {
         "rounds": poller.rounds,
         "overruns": poller.overruns,

@@ -60,10 +60,13 @@ class Settings(BaseSettings):
         pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
         description="Tenant of plaintext pushes (no system title).",
     )
-    dlms_poll_interval_s: int = Field(
-        900, ge=0, le=86400, description="Seconds between DLMS collection rounds (pull); 0 turns polling off."
+    poll_interval_s: int = Field(
+        900,
+        ge=0,
+        le=86400,
+        description="Seconds between collection rounds (DLMS, Modbus pull); 0: no polling.",
     )
-    dlms_poll_concurrency: int = Field(64, ge=1, le=4096, description="DLMS sessions open at once.")
+    poll_concurrency: int = Field(64, ge=1, le=4096, description="Meter sessions open at once in a round.")
     dlms_timeout_s: float = Field(10.0, gt=0, le=300, description="Longest wait for one DLMS answer.")
     dlms_client_system_title: str = Field(
         "4F50454E414D4931",

@@ -71,7 +71,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
         "bus_url": "memory",
         "mqtt_embedded_port": 0,
         "dlms_push_port": 0,
-        "dlms_poll_interval_s": 0,
+        "poll_interval_s": 0,
         "ingest_flush_ms": 20,
     }
     if request.param == "sqlite":

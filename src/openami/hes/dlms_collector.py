@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -35,15 +35,17 @@ from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError, DlmsProtocolError
 from openami.drivers.dlms.events import EVENT_LOGS, read_event_log
 from openami.hes.dlms_session import DlmsSessions
-from openami.hes.dlms_targets import DlmsTarget
+from openami.hes.dlms_targets import DlmsTarget, load_targets
+from openami.hes.rounds import MeterOutcome, RoundReport
 from openami.protocols.dlms.axdr import DataType
 from openami.protocols.dlms.obis import Obis
 from openami.protocols.dlms.reading_types import reading_type
 from openami.protocols.dlms.units import unit_symbol
 from openami.protocols.dlms.xdlms import CosemAttribute
+from openami.security.keyvault import KeyVault
 from openami.store.schema import channel, event, interval_read, register_read
 
-__all__ = ["SOURCE", "CollectorOptions", "DlmsCollector", "MeterOutcome", "ProfileLayout", "RoundReport"]
+__all__ = ["SOURCE", "CollectorOptions", "DlmsCollector", "ProfileLayout"]
 
 log = logging.getLogger(__name__)
 
@@ -83,44 +85,6 @@ class ProfileLayout:
 
     columns: tuple[ProfileColumn, ...]
     period_s: int
-
-
-@dataclass(slots=True)
-class MeterOutcome:
-    serial: str
-    ok: bool = False
-    readings: int = 0
-    events: int = 0
-    clock_drift_s: float | None = None
-    clock_set: bool = False
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class RoundReport:
-    """What one round did, for logs, the CLI and metrics."""
-
-    meters: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    readings: int = 0
-    events: int = 0
-    clocks_set: int = 0
-    seconds: float = 0.0
-    errors: dict[str, int] = field(default_factory=dict)
-    outcomes: list[MeterOutcome] = field(default_factory=list)
-
-    def add(self, outcome: MeterOutcome) -> None:
-        self.outcomes.append(outcome)
-        self.readings += outcome.readings
-        self.events += outcome.events
-        self.clocks_set += outcome.clock_set
-        if outcome.ok:
-            self.succeeded += 1
-        else:
-            self.failed += 1
-            kind = (outcome.error or "error").split(":", 1)[0]
-            self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
 def _utcnow() -> datetime:
@@ -181,6 +145,13 @@ class DlmsCollector:
         self._now = now
         self._layouts: dict[int, ProfileLayout] = {}
         self._sessions = DlmsSessions(engine, self.options.client_system_title, self.options.timeout_s)
+
+    async def collect_all(self, vault: KeyVault) -> RoundReport:
+        """One round over every DLMS meter on record (the list is read again each round)."""
+        targets, skipped = await asyncio.to_thread(load_targets, self._engine, vault)
+        for serial, reason in skipped:
+            log.warning("DLMS meter %s skipped: %s", serial, reason)
+        return await self.collect(targets)
 
     async def collect(self, targets: Sequence[DlmsTarget], progress: Progress | None = None) -> RoundReport:
         """Read every target (at most ``concurrency`` at once) and publish what was read."""

@@ -10,7 +10,7 @@ import pytest
 
 from openami.app import Platform
 from openami.config import Settings
-from openami.hes.dlms_poller import DlmsPoller
+from openami.hes.poller import Poller
 from openami.security.bootstrap import create_tenant_with_admin
 from openami.simulator.dlms_server import DlmsSimulator, build_meters
 from tests.hes.dlms_support import register_dlms_meters
@@ -20,10 +20,10 @@ pytestmark = pytest.mark.timeout(60)
 
 def test_rounds_start_just_after_each_interval_boundary() -> None:
     now = [1_000_000.0 + 7.5]  # 7.5 s into an interval of 900 s (1_000_000 is 100 s past a boundary)
-    poller = DlmsPoller(None, None, None, 900, clock=lambda: now[0])  # type: ignore[arg-type]
+    poller = Poller([], 900, clock=lambda: now[0])
     assert poller.delay_to_next_round() == pytest.approx(900 - (1_000_007.5 % 900) + 5)
     with pytest.raises(ValueError, match="positive"):
-        DlmsPoller(None, None, None, 0)  # type: ignore[arg-type]
+        Poller([], 0)
 
 
 async def test_the_platform_polls_registered_meters_on_its_own(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ async def test_the_platform_polls_registered_meters_on_its_own(tmp_path: Path) -
         database_url=f"sqlite:///{tmp_path / 'poll.sqlite3'}",
         mqtt_embedded_port=0,
         dlms_push_port=0,
-        dlms_poll_interval_s=1,
+        poll_interval_s=1,
         dlms_backfill_days=1,
         ingest_flush_ms=20,
     )
@@ -43,19 +43,19 @@ async def test_the_platform_polls_registered_meters_on_its_own(tmp_path: Path) -
             admin = await asyncio.to_thread(
                 create_tenant_with_admin, platform.engine, "poll", "Poll", "UTC", "admin", "pw-pw-pw-1"
             )
-            assert platform.vault is not None and platform.dlms_poller is not None
+            assert platform.vault is not None and platform.poller is not None
             await asyncio.to_thread(
                 register_dlms_meters, platform.engine, platform.vault, admin.tenant_id, simulator
             )
             deadline = time.monotonic() + 20
-            while platform.dlms_poller.meters_read < 3:
+            while platform.poller.meters_read < 3:
                 assert time.monotonic() < deadline, "no round read the meters"
                 await asyncio.sleep(0.1)
             await platform.settle()
             assert platform.ingest.totals.inserted >= 3 * 96
-            assert platform.health()["dlms_poller"] == "ok"
+            assert platform.health()["poller"] == "ok"
             text = platform.metrics.exposition()[0].decode()
-            assert 'openami_dlms_rounds_total{outcome="meter_reads_ok"}' in text
+            assert 'openami_collection_rounds_total{outcome="meter_reads_ok"}' in text
     finally:
         await platform.stop()
-    assert platform.health()["dlms_poller"] == "stopped"
+    assert platform.health()["poller"] == "stopped"

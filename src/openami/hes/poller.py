@@ -1,13 +1,14 @@
-"""Scheduled DLMS collection: a round every ``interval_s``, aligned to the wall clock.
+"""Scheduled collection: a round every ``interval_s``, aligned to the wall clock, over every protocol.
 
 Rounds start on multiples of the interval (every quarter hour at :00, :15, ...), a few seconds after
 the boundary (a tenth of the interval for intervals under 50 s) so the meters have closed the interval
-being read. A round that overruns the interval delays the next one to the following boundary (reads
-are incremental, so nothing is lost), and the overrun is logged and counted: it means the installation
-needs more concurrency or more head-end instances. The list of meters is read again each round, so
-meters added or removed take effect without a restart.
+being read. Each round runs every protocol's collection at once (DLMS, Modbus, ...) and merges their
+reports. A round that overruns the interval delays the next one to the following boundary (reads are
+incremental, so nothing is lost), and the overrun is logged and counted: it means the installation
+needs more concurrency or more head-end instances. Each collection reads its meter list again every
+round, so meters added or removed take effect without a restart.
 
-This is the minimal scheduler the DLMS driver needs; schedules per group of meters, jobs and their
+This is the minimal scheduler the drivers need; schedules per group of meters, jobs and their
 distribution over several head-end instances belong to the head-end core.
 """
 
@@ -17,40 +18,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
-from sqlalchemy import Engine
+from openami.hes.rounds import RoundReport
 
-from openami.hes.dlms_collector import DlmsCollector, RoundReport
-from openami.hes.dlms_targets import load_targets
-from openami.security.keyvault import KeyVault
-
-__all__ = ["DlmsPoller"]
+__all__ = ["Collection", "Poller"]
 
 log = logging.getLogger(__name__)
+
+Collection = Callable[[], Awaitable[RoundReport]]
+"""One protocol's round: reads its meters and reports (e.g. ``lambda: collector.collect_all(vault)``)."""
 
 _AFTER_BOUNDARY_S: Final = 5.0
 _STOP_GRACE_S: Final = 10.0
 
 
-class DlmsPoller:
-    """Runs :class:`DlmsCollector` rounds on a schedule until stopped."""
+class Poller:
+    """Runs the collections on a schedule until stopped."""
 
     def __init__(
-        self,
-        engine: Engine,
-        vault: KeyVault,
-        collector: DlmsCollector,
-        interval_s: int,
-        *,
-        clock: Callable[[], float] = time.time,
+        self, collections: Sequence[Collection], interval_s: int, *, clock: Callable[[], float] = time.time
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be positive")
-        self._engine = engine
-        self._vault = vault
-        self._collector = collector
+        self._collections = list(collections)
         self.interval_s = interval_s
         self._clock = clock
         self._stopping = asyncio.Event()
@@ -68,7 +60,7 @@ class DlmsPoller:
 
     async def start(self) -> None:
         self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="dlms-poller")
+        self._task = asyncio.create_task(self._run(), name="poller")
 
     async def stop(self) -> None:
         """Let a running round finish (up to a grace period), then cancel it."""
@@ -84,17 +76,16 @@ class DlmsPoller:
                 await task
 
     async def run_round(self) -> RoundReport:
-        """One round now: read the meter list and collect from every meter on it."""
-        targets, skipped = await asyncio.to_thread(load_targets, self._engine, self._vault)
-        for serial, reason in skipped:
-            log.warning("DLMS meter %s skipped: %s", serial, reason)
-        report = await self._collector.collect(targets)
+        """One round now: every collection at once, their reports merged."""
+        report = RoundReport()
+        for part in await asyncio.gather(*(collect() for collect in self._collections)):
+            report.merge(part)
         self.rounds += 1
         self.meters_read += report.succeeded
         self.meters_failed += report.failed
         self.last_report = report
         log.info(
-            "DLMS round: %d meters, %d ok, %d failed, %d readings, %d events, %d clocks set in %.1f s",
+            "collection round: %d meters, %d ok, %d failed, %d readings, %d events, %d clocks set in %.1f s",
             report.meters,
             report.succeeded,
             report.failed,
@@ -115,7 +106,7 @@ class DlmsPoller:
             try:
                 await self.run_round()
             except Exception:
-                log.exception("DLMS collection round failed")  # the next round tries again
+                log.exception("collection round failed")  # the next round tries again
             if self._clock() - started > self.interval_s:
                 self.overruns += 1
-                log.warning("DLMS round took longer than the %d s interval", self.interval_s)
+                log.warning("collection round took longer than the %d s interval", self.interval_s)
