@@ -26,13 +26,15 @@ from typing import cast
 from openami.app import Platform
 from openami.config import Settings
 from openami.demo.seed import DEMO_TENANT, DemoLayout, modem_ident, provision_dlms_keys, seed_demo
+from openami.drivers.modbus.models import MODELS
 from openami.hes.dlms_targets import load_targets
 from openami.security.keyvault import KeyVault, load_master_key
-from openami.simulator.consumption import Medium
+from openami.simulator.consumption import ConsumptionModel, Medium
 from openami.simulator.dlms_meter import MeterKeys, SimulatedMeter
 from openami.simulator.dlms_push import DlmsPushMeter
 from openami.simulator.dlms_server import DlmsSimulator
 from openami.simulator.gateway import SimMeter, VirtualGateway
+from openami.simulator.modbus_meter import ModbusSimulator, SimulatedModbusMeter
 from openami.transports.mqtt import make_client
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ class DemoSummary:
     """Meters the head-end read over DLMS in the back-fill's collection round."""
     pulled_readings: int = 0
     pull_failures: int = 0
+    modbus_meters: int = 0
+    """Modbus sub-meters read in the back-fill's collection round (and their readings)."""
+    modbus_readings: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -112,6 +117,38 @@ def pulled_simulators(layout: DemoLayout) -> list[SimulatedMeter]:
         )
         for meter in layout.pull_meters
     ]
+
+
+def modbus_gateway(layout: DemoLayout) -> ModbusSimulator:
+    """One simulated Modbus gateway holding every building's sub-meters, driven by the consumption model."""
+    devices: dict[int, SimulatedModbusMeter] = {}
+    for meter in layout.modbus_meters:
+        medium: Medium = "electricity" if meter.medium == "electricity" else "heat"
+        model = ConsumptionModel(medium, zlib.crc32(meter.serial.encode()))
+
+        def energy(model: ConsumptionModel = model) -> float:
+            return model.register_value(_floor(datetime.now(UTC), INTERVAL)) * 1000.0  # kWh -> Wh
+
+        values: dict[str, Callable[[], float]] = (
+            {"1-0:1.8.0": energy, "1-0:32.7.0": lambda: 230.4, "1-0:14.7.0": lambda: 50.01}
+            if medium == "electricity"
+            else {"6-0:1.0.0": energy, "6-0:10.0.0": lambda: 68.5, "6-0:11.0.0": lambda: 44.0}
+        )
+        devices[meter.unit] = SimulatedModbusMeter(MODELS[meter.model], values)
+    return ModbusSimulator("127.0.0.1", 0, devices)
+
+
+def point_modbus(platform: Platform, layout: DemoLayout, gateway: ModbusSimulator) -> None:
+    """Give each Modbus sub-meter's device entry the gateway's address in this run and its device id."""
+    from openami.store.schema import comm_device
+
+    with platform.engine.begin() as conn:
+        for meter in layout.modbus_meters:
+            conn.execute(
+                comm_device.update()
+                .where(comm_device.c.ident == modem_ident(meter.serial))
+                .values(address=f"modbus+tcp://127.0.0.1:{gateway.port}?unit={meter.unit}")
+            )
 
 
 def point_modems(platform: Platform, simulator: DlmsSimulator) -> None:
@@ -172,13 +209,20 @@ async def backfill(
     if address is not None:
         pushed = sum(await asyncio.gather(*(meter.push_span(*address, start, end) for meter in dlms)))
     pulled, pulled_readings, pull_failures = await collect_pulled(platform, layout)
+    modbus_read = modbus_readings = 0
+    if platform.modbus is not None:
+        modbus_report = await platform.modbus.collect_all()
+        modbus_read, modbus_readings = modbus_report.succeeded, modbus_report.readings
     await _wait_until(lambda: _handled(platform), handled_before + sent, "MQTT uplinks", timeout_s=300)
     await _wait_until(lambda: _pushes(platform), pushes_before + pushed, "DLMS pushes", timeout_s=300)
     await platform.settle(timeout_s=300)
     totals = platform.ingest.totals
     log.info("demo back-fill stored", extra={"messages": totals.messages - before})
     return DemoSummary(
-        meters=len(layout.meters) + len(layout.dlms_meters) + len(layout.pull_meters),
+        meters=len(layout.meters)
+        + len(layout.dlms_meters)
+        + len(layout.pull_meters)
+        + len(layout.modbus_meters),
         gateways=len(gateways),
         span_start=start,
         span_end=end,
@@ -196,6 +240,8 @@ async def backfill(
         pulled_meters=pulled,
         pulled_readings=pulled_readings,
         pull_failures=pull_failures,
+        modbus_meters=modbus_read,
+        modbus_readings=modbus_readings,
     )
 
 
@@ -296,8 +342,12 @@ async def run_once(settings: Settings, *, days: float = 7, progress: Progress | 
     await platform.start()
     try:
         layout = await asyncio.to_thread(prepare, platform)
-        async with DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0) as simulator:
+        async with (
+            DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0) as simulator,
+            modbus_gateway(layout) as gateway,
+        ):
             await asyncio.to_thread(point_modems, platform, simulator)
+            await asyncio.to_thread(point_modbus, platform, layout, gateway)
             return await backfill(
                 platform, layout, days=days, dlms=dlms_push_meters(layout), progress=progress
             )
@@ -316,11 +366,15 @@ async def run_forever(
     platform = Platform.build(settings)
     await platform.start()
     simulator: DlmsSimulator | None = None
+    gateway: ModbusSimulator | None = None
     try:
         layout = await asyncio.to_thread(prepare, platform)
         simulator = DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0)
         await simulator.start()
         await asyncio.to_thread(point_modems, platform, simulator)
+        gateway = modbus_gateway(layout)
+        await gateway.start()
+        await asyncio.to_thread(point_modbus, platform, layout, gateway)
         server = web_server(platform)
 
         dlms = dlms_push_meters(layout)
@@ -345,3 +399,5 @@ async def run_forever(
         await platform.stop()
         if simulator is not None:
             await simulator.stop()
+        if gateway is not None:
+            await gateway.stop()

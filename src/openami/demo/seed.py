@@ -99,6 +99,17 @@ def _demo_key(kind: KeyKind, serial: str) -> bytes:
 
 
 @dataclass(frozen=True)
+class ModbusDemoMeter:
+    """A building's Modbus sub-meter behind the building's Modbus gateway (device id ``unit``)."""
+
+    serial: str
+    building: str
+    medium: str
+    model: str
+    unit: int
+
+
+@dataclass(frozen=True)
 class DemoLayout:
     tenant_id: int
     meters: list[DemoMeter]
@@ -107,6 +118,8 @@ class DemoLayout:
     """The meters pushing DLMS directly to the head-end."""
     pull_meters: list[DlmsDemoMeter] = field(default_factory=list)
     """The meters the head-end reads over DLMS (load profile, clock) through their modems."""
+    modbus_meters: list[ModbusDemoMeter] = field(default_factory=list)
+    """The buildings' common-area electricity and central heat meters, read over Modbus."""
 
     @property
     def gateways(self) -> list[str]:
@@ -154,6 +167,16 @@ def pull_meters() -> list[DlmsDemoMeter]:
     ]
 
 
+def modbus_meters() -> list[ModbusDemoMeter]:
+    """Per building, the common-area electricity meter and the central heat meter: pure, like the rest."""
+    found = []
+    for b in range(1, BUILDINGS + 1):
+        building = f"B{b:02d}"
+        found.append(ModbusDemoMeter(f"SDM-{building}", building, "electricity", "eastron-sdm630", 2 * b - 1))
+        found.append(ModbusDemoMeter(f"HEAT-{building}", building, "heat", "openami-heat", 2 * b))
+    return found
+
+
 def modem_ident(serial: str) -> str:
     """The demo's name for the modem of a polled meter (its address changes with every demo run)."""
     return f"MODEM-{serial}"
@@ -183,8 +206,15 @@ def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
         if not _meter_ids(conn, int(tenant_id), [m.serial for m in polled]):
             _create_dlms(conn, int(tenant_id), polled, now)
             _create_modems(conn, int(tenant_id), polled)
+        sub_meters = modbus_meters()
+        if not _meter_ids(conn, int(tenant_id), [m.serial for m in sub_meters]):
+            _create_modbus(conn, int(tenant_id), sub_meters, now)
     return DemoLayout(
-        int(tenant_id), [meter for household in layout for meter in household.meters], pushing, polled
+        int(tenant_id),
+        [meter for household in layout for meter in household.meters],
+        pushing,
+        polled,
+        sub_meters,
     )
 
 
@@ -415,3 +445,55 @@ def _create_modems(conn: Connection, tenant_id: int, polled: list[DlmsDemoMeter]
             .where(schema.meter.c.id == ids[meter.serial])
             .values(comm_device_id=modem_id)
         )
+
+
+def _create_modbus(
+    conn: Connection, tenant_id: int, sub_meters: list[ModbusDemoMeter], now: datetime
+) -> None:
+    """The buildings' Modbus meters, each with its device entry (address set per demo run), installed at
+    the building's service point."""
+    t = {"tenant_id": tenant_id}
+    modem_ids = _insert(
+        conn,
+        schema.comm_device,
+        [
+            {
+                **t,
+                "ident": modem_ident(m.serial),
+                "kind": "modem",
+                "model": "Modbus TCP gateway",
+                "protocol": "modbus",
+            }
+            for m in sub_meters
+        ],
+    )
+    meter_ids = _insert(
+        conn,
+        schema.meter,
+        [
+            {
+                **t,
+                "serial": m.serial,
+                "medium": m.medium,
+                "protocol": "modbus",
+                "model": m.model,
+                "comm_device_id": modem_id,
+                "installed_at": now,
+            }
+            for m, modem_id in zip(sub_meters, modem_ids, strict=True)
+        ],
+    )
+    buildings = dict(
+        conn.execute(
+            select(schema.service_point.c.code, schema.service_point.c.id).where(
+                schema.service_point.c.tenant_id == tenant_id, schema.service_point.c.kind == "building"
+            )
+        ).all()
+    )
+    conn.execute(
+        insert(schema.meter_installation),
+        [
+            {**t, "meter_id": meter_id, "service_point_id": buildings[m.building], "installed_at": now}
+            for m, meter_id in zip(sub_meters, meter_ids, strict=True)
+        ],
+    )
