@@ -1,0 +1,25 @@
+"""IEC 62056-21 data readout driver: :func:`read_tcp` (serial-to-TCP converters) and
+:func:`read_serial` (optical probe or RS-485 tty), over the sans-IO
+:class:`~openami.protocols.iec62056_21.session.ModeCSession`."""
+
+from openami.drivers.iec62056_21.client import read_readout, read_serial, read_tcp
+from openami.drivers.iec62056_21.errors import (
+    Iec62056DriverError,
+    Iec62056ProtocolError,
+    Iec62056Timeout,
+    Iec62056Unreachable,
+)
+from openami.drivers.iec62056_21.line import Line, SerialLine, TcpLine
+
+__all__ = [
+    "Iec62056DriverError",
+    "Iec62056ProtocolError",
+    "Iec62056Timeout",
+    "Iec62056Unreachable",
+    "Line",
+    "SerialLine",
+    "TcpLine",
+    "read_readout",
+    "read_serial",
+    "read_tcp",
+]

@@ -1,0 +1,257 @@
+"""A virtual IEC 62056-21 meter: answers sign-ons with a realistic data readout over TCP or a pty.
+
+Why: drivers and decoders of the legacy optical/RS-485 protocol need a counterpart that behaves like
+a meter (identification, option select, BCC-framed data message) without hardware. The meter is an
+Iskraemeco-like single-phase ``/ISK5ME382-1000`` by default: energy registers 1.8.0 (= 1.8.1 + 1.8.2)
+and 2.8.0 grow with time at a constant power, instantaneous power 16.7.0, voltage 32.7.0 and current
+31.7.0, the clock as date 0.9.2 and time 0.9.1, and the serial number C.1.0.
+
+Protocol behaviour (sans-IO in :class:`MeterSession`): a request ``/?<addr>!`` whose address is empty or
+the meter's is answered with the identification; in mode C the meter then waits for ``ACK 0 Z 0``
+and sends the data message (at rate ``Z``: nothing to switch over TCP or a pty); in modes A and B the
+data message follows the identification at once. Lines it does not understand are ignored, as a meter
+on a shared bus ignores traffic not for it. Programming mode (``ACK 0 Z 1``) is refused with NAK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Final
+
+from openami.drivers.dlms.transport import ByteReader, ByteWriter, FdStream
+from openami.protocols.iec62056_21.errors import DecodeError
+from openami.protocols.iec62056_21.messages import (
+    CRLF,
+    MODE_B_BAUDRATES,
+    NAK,
+    Identification,
+    Mode,
+    encode_data_message,
+    encode_identification,
+    mode_c_char,
+    parse_option_select,
+    parse_request,
+)
+
+__all__ = ["IecMeterServer", "MeterSession", "SimulatedIecMeter", "serve_iec_fd", "serve_iec_stream"]
+
+_MAX_LINE: Final = 128
+_MODE_A_CHAR: Final = "Z"
+"""Any character outside the mode B and C tables says mode A; ``Z`` is unambiguous."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _kilo(value: float, places: int) -> str:
+    quantum = Decimal(1).scaleb(-places)
+    return str(Decimal(value).quantize(quantum, rounding=ROUND_HALF_EVEN))
+
+
+class SimulatedIecMeter:
+    """One meter. ``seed`` varies its registers and load; ``now`` is its clock (UTC; the readout shows it
+    as the meter's local time, which for the simulator is UTC)."""
+
+    def __init__(
+        self,
+        serial: str = "71234567",
+        *,
+        manufacturer: str = "ISK",
+        ident: str = "ME382-1000",
+        mode: Mode = "C",
+        max_baudrate: int = 9600,
+        address: str = "",
+        seed: int = 0,
+        now: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        if mode == "C":
+            baud_char = mode_c_char(max_baudrate)
+        elif mode == "B":
+            baud_char = next((c for c, r in MODE_B_BAUDRATES.items() if r == max_baudrate), "")
+            if not baud_char:
+                raise ValueError(f"no mode B baud rate character for {max_baudrate}")
+        else:
+            baud_char = _MODE_A_CHAR
+        self.identification = Identification(manufacturer, baud_char, ident)
+        encode_identification(self.identification)  # refuse an identification no HHU could parse
+        self.serial = serial
+        self.mode = mode
+        self.address = address
+        self.now = now
+        self.epoch = now()
+        self.import_kw = 0.4 + (seed % 7) * 0.15
+        self.export_kw = 0.05 * (seed % 3)
+        self.base_import_kwh = 1000.0 + 37.5 * seed
+        self.base_export_kwh = 10.0 * (seed % 5)
+        self.night_share = 0.4
+
+    def _hours(self, at: datetime) -> float:
+        return max((at - self.epoch).total_seconds(), 0.0) / 3600.0
+
+    def registers(self, at: datetime) -> dict[str, str]:
+        """The data sets at ``at``: address -> value text with unit (ordered as in the readout)."""
+        hours = self._hours(at)
+        imported = self.base_import_kwh + self.import_kw * hours
+        night = Decimal(_kilo(imported * self.night_share, 3))
+        day = Decimal(_kilo(imported * (1 - self.night_share), 3))
+        exported = self.base_export_kwh + self.export_kw * hours
+        ripple = 0.05 * math.sin(at.timestamp() / 60.0)  # a little movement in the instantaneous values
+        power = self.import_kw - self.export_kw
+        voltage = 230.0 + 40.0 * ripple  # 228..232 V
+        current = abs(power) * 1000 / voltage
+        return {
+            "C.1.0": self.serial,
+            "0.0.0": self.serial,
+            "F.F": "00000000",
+            "0.9.1": at.strftime("%H%M%S"),
+            "0.9.2": at.strftime("%y%m%d"),
+            "1.8.0": f"{night + day:011.3f}*kWh",
+            "1.8.1": f"{night:011.3f}*kWh",
+            "1.8.2": f"{day:011.3f}*kWh",
+            "2.8.0": f"{_kilo(exported, 3):0>11}*kWh",
+            "16.7.0": f"{_kilo(power, 3):0>6}*kW",
+            "32.7.0": f"{_kilo(voltage, 1):0>5}*V",
+            "31.7.0": f"{_kilo(current, 2):0>6}*A",
+        }
+
+    def data_block(self, at: datetime | None = None) -> str:
+        lines = [f"{address}({value})" for address, value in self.registers(at or self.now()).items()]
+        return "\r\n".join([*lines, "!", ""])
+
+    def data_message(self, at: datetime | None = None) -> bytes:
+        """``STX data block ! CR LF ETX BCC`` at ``at`` (default: the meter's clock now)."""
+        return encode_data_message(self.data_block(at))
+
+    def session(self) -> MeterSession:
+        return MeterSession(self)
+
+
+class MeterSession:
+    """The meter side of one line, sans-IO: :meth:`receive` bytes, get the bytes to answer.
+
+    ``baudrate`` is the rate the meter would now talk at (300 after a sign-on, then the chosen one).
+    """
+
+    def __init__(self, meter: SimulatedIecMeter) -> None:
+        self.meter = meter
+        self.baudrate = 300
+        self.awaiting_option = False
+        self._buffer = bytearray()
+
+    def receive(self, data: bytes) -> bytes:
+        self._buffer += data
+        out = bytearray()
+        while (end := self._buffer.find(CRLF)) >= 0:
+            line = bytes(self._buffer[: end + 2])
+            del self._buffer[: end + 2]
+            out += self._line(line)
+        if len(self._buffer) > _MAX_LINE:
+            self._buffer.clear()  # noise without an end of line: drop it, as a meter's UART buffer would
+        return bytes(out)
+
+    def _line(self, line: bytes) -> bytes:
+        start = line.find(b"/?")
+        if start >= 0:
+            return self._request(line[start:])
+        if self.awaiting_option and line.find(b"\x06") >= 0:
+            self.awaiting_option = False
+            try:
+                option = parse_option_select(line[line.find(b"\x06") :])
+            except DecodeError:
+                return b""
+            if option.mode != "0" or option.baudrate is None:
+                return bytes([NAK])
+            self.baudrate = option.baudrate
+            return self.meter.data_message()
+        return b""
+
+    def _request(self, line: bytes) -> bytes:
+        try:
+            address = parse_request(line)
+        except DecodeError:
+            return b""
+        if address not in ("", self.meter.address):
+            return b""  # another meter's sign-on on a shared bus
+        self.baudrate = 300
+        meter = self.meter
+        reply = encode_identification(meter.identification)
+        if meter.mode == "C":
+            self.awaiting_option = True
+            return reply
+        self.awaiting_option = False
+        self.baudrate = meter.identification.baudrate or 300
+        return reply + meter.data_message()
+
+
+async def serve_iec_stream(meter: SimulatedIecMeter, reader: ByteReader, writer: ByteWriter) -> None:
+    """Answer as ``meter`` on one byte stream until end of stream; the caller closes it."""
+    session = meter.session()
+    while data := await reader.read(0x10000):
+        reply = session.receive(data)
+        if reply:
+            writer.write(reply)
+            await writer.drain()
+
+
+async def serve_iec_fd(meter: SimulatedIecMeter, fd: int) -> None:
+    """Serve ``meter`` on the open serial descriptor ``fd`` (a tty, or a pty master in tests).
+
+    Takes ownership of ``fd``; returns at end of file or when the line fails (a pty master reads EIO
+    once no process holds the slave open), runs until cancelled otherwise.
+    """
+    stream = FdStream(fd)
+    try:
+        await serve_iec_stream(meter, stream, stream)
+    except OSError:
+        pass  # the line went away: stop answering, as a meter would
+    finally:
+        stream.close()
+
+
+class IecMeterServer:
+    """Serves one meter on a loopback TCP port, as an RS-485/optical-to-TCP converter would expose it
+    (``port`` 0: the OS picks; read :attr:`port` after :meth:`start`)."""
+
+    def __init__(self, meter: SimulatedIecMeter, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.meter = meter
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> IecMeterServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            await serve_iec_stream(self.meter, reader, writer)
+        except ConnectionError:
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
