@@ -1,0 +1,250 @@
+"""A virtual wired M-Bus on a loopback TCP port, as seen through an M-Bus-to-TCP converter.
+
+Meters (heat and water by default) answer SND_NKE, REQ_UD2 (primary address, 0xFD when selected, 0xFE)
+and selection by secondary address (SND_UD, CI 0x52, F nibbles and 0xFF bytes as wildcards). When
+several meters answer at once the bytes collide as on the wire, where a 0 bit from any slave wins:
+the simulator sends the bytewise AND of the answers. E5 AND E5 is still E5, so a selection that hits
+several meters looks fine until the data request garbles, exactly the case a real search must handle.
+
+Long readouts are split over several telegrams (DIF 0x1F) and follow the frame count bit: a REQ_UD2
+repeating the previous FCB gets the previous telegram again, a toggled one the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from openami.protocols.mbus.dif import encode_dib
+from openami.protocols.mbus.frames import (
+    ACK,
+    C_REQ_UD2,
+    C_RSP_UD,
+    C_SND_NKE,
+    C_SND_UD,
+    FCB,
+    FrameKind,
+    FrameStreamParser,
+    MbusFrame,
+    encode_frame,
+)
+from openami.protocols.mbus.header import encode_manufacturer
+from openami.protocols.mbus.master import (
+    ADDRESS_BROADCAST_NO_REPLY,
+    ADDRESS_BROADCAST_REPLY,
+    ADDRESS_NETWORK,
+    CI_DATA_SEND,
+    CI_SELECT,
+)
+
+__all__ = ["MbusBusSimulator", "VirtualMbusMeter", "bcd", "default_meters", "heat_meter", "water_meter"]
+
+
+def bcd(value: int, digits: int) -> bytes:
+    """``value`` as BCD, least significant byte first (data fields 0x9..0xC, 0xE and the id)."""
+    return bytes.fromhex(f"{value:0{digits}d}")[::-1]
+
+
+def record(data_field: int, vib: bytes, payload: bytes, *, function: int = 0, storage: int = 0,
+           tariff: int = 0) -> bytes:  # fmt: skip
+    return encode_dib(data_field, function, storage, tariff) + vib + payload
+
+
+def type_f(year: int, month: int, day: int, hour: int, minute: int) -> bytes:
+    y = year - 2000
+    return bytes(
+        [minute & 0x3F, hour & 0x1F, (day & 0x1F) | ((y & 0x07) << 5), (month & 0x0F) | ((y & 0x78) << 1)]
+    )
+
+
+def type_g(year: int, month: int, day: int) -> bytes:
+    y = year - 2000
+    return bytes([(day & 0x1F) | ((y & 0x07) << 5), (month & 0x0F) | ((y & 0x78) << 1)])
+
+
+@dataclass
+class VirtualMbusMeter:
+    """One slave. ``telegrams`` are record blocks; all but the last are sent with DIF 0x1F appended."""
+
+    primary: int
+    id: str
+    manufacturer: str
+    version: int
+    medium: int
+    telegrams: list[bytes]
+    access_number: int = 0
+    selected: bool = False
+    _index: int = 0
+    _last_fcb: bool | None = field(default=None, repr=False)
+
+    def reset(self) -> None:
+        self._index, self._last_fcb = 0, None
+
+    def matches(self, pattern: bytes) -> bool:
+        ident = bytes.fromhex(self.id)[::-1]
+        for mine, want in zip(ident, pattern[:4], strict=True):
+            for shift in (0, 4):
+                w = (want >> shift) & 0x0F
+                if w != 0x0F and w != (mine >> shift) & 0x0F:
+                    return False
+        man = int.from_bytes(pattern[4:6], "little")
+        return (
+            man in (0xFFFF, encode_manufacturer(self.manufacturer))
+            and pattern[6] in (0xFF, self.version)
+            and pattern[7] in (0xFF, self.medium)
+        )
+
+    def respond_ud2(self, fcb: bool) -> bytes:
+        if self._last_fcb is not None and fcb != self._last_fcb:
+            self._index = (self._index + 1) % len(self.telegrams)
+        self._last_fcb = fcb
+        self.access_number = (self.access_number + 1) & 0xFF
+        body = self.telegrams[self._index]
+        if self._index < len(self.telegrams) - 1:
+            body += b"\x1f"
+        header = (
+            bytes.fromhex(self.id)[::-1]
+            + encode_manufacturer(self.manufacturer).to_bytes(2, "little")
+            + bytes([self.version, self.medium, self.access_number, 0x00, 0x00, 0x00])
+        )
+        return encode_frame(MbusFrame(FrameKind.LONG, C_RSP_UD, self.primary, 0x72, header + body))
+
+
+def heat_meter(primary: int, ident: str, energy_kwh: int = 123456) -> VirtualMbusMeter:
+    """A heat meter (medium 0x04) with two telegrams: current values, then historic and service data."""
+    current = b"".join(
+        [
+            record(0xC, b"\x06", bcd(energy_kwh, 8)),  # energy, kWh
+            record(0xC, b"\x14", bcd(456789, 8)),  # volume, 0.01 m3
+            record(0xB, b"\x2d", bcd(123, 6)),  # power, 100 W
+            record(0xB, b"\x3b", bcd(1234, 6)),  # volume flow, l/h
+            record(0xA, b"\x5a", bcd(705, 4)),  # flow temperature, 0.1 °C
+            record(0xA, b"\x5e", bcd(412, 4)),  # return temperature, 0.1 °C
+            record(0xA, b"\x62", bcd(293, 4)),  # temperature difference, 0.1 K
+            record(0x4, b"\x6d", type_f(2024, 3, 15, 13, 45)),  # date and time
+        ]
+    )
+    historic = b"".join(
+        [
+            record(0xC, b"\x06", bcd(energy_kwh - 1000, 8), storage=1),
+            record(0x2, b"\x6c", type_g(2023, 12, 31), storage=1),
+            record(0xC, b"\x78", bcd(int(ident), 8)),  # fabrication number
+            record(0x1, b"\xfd\x17", b"\x00"),  # error flags
+            record(
+                0x4, b"\x06", (energy_kwh // 2).to_bytes(4, "little"), function=1, tariff=1
+            ),  # max, tariff 1
+        ]
+    )
+    return VirtualMbusMeter(primary, ident, "KAM", 0x1B, 0x04, [current, historic])
+
+
+def water_meter(primary: int, ident: str, volume_l: int = 98765) -> VirtualMbusMeter:
+    """A water meter (medium 0x07) answering in one telegram."""
+    records = b"".join(
+        [
+            record(0x4, b"\x13", volume_l.to_bytes(4, "little")),  # volume, l
+            record(0x4, b"\x93\x3b", (volume_l // 10).to_bytes(4, "little")),  # volume, only if positive
+            record(0x2, b"\x6c", type_g(2024, 1, 1), storage=1),
+            record(0x4, b"\x13", max(0, volume_l - 5000).to_bytes(4, "little"), storage=1),
+            record(0x4, b"\x6d", type_f(2024, 3, 15, 13, 45)),
+            record(0x2, b"\xfd\x74", (3650).to_bytes(2, "little")),  # remaining battery, days
+        ]
+    )
+    return VirtualMbusMeter(primary, ident, "ZRI", 0x01, 0x07, [records])
+
+
+def default_meters() -> list[VirtualMbusMeter]:
+    return [heat_meter(1, "12345678"), water_meter(2, "12345699"), water_meter(5, "87654321", 4242)]
+
+
+def _collide(answers: list[bytes]) -> bytes:
+    """Simultaneous answers as the bus carries them: a 0 bit wins, idle (beyond an answer) is 1."""
+    size = max(len(a) for a in answers)
+    out = bytearray(b"\xff" * size)
+    for answer in answers:
+        for i, byte in enumerate(answer):
+            out[i] &= byte
+    return bytes(out)
+
+
+class MbusBusSimulator:
+    """Serves one virtual bus on ``host:port`` (0: a free port, in :attr:`port`); each TCP connection
+    is a master on the same bus."""
+
+    def __init__(self, meters: list[VirtualMbusMeter] | None = None, host: str = "127.0.0.1",
+                 port: int = 0) -> None:  # fmt: skip
+        self.meters = default_meters() if meters is None else meters
+        self.host, self._wanted_port, self.port = host, port, 0
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> MbusBusSimulator:
+        self._server = await asyncio.start_server(self._serve, self.host, self._wanted_port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._handlers):
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+    def handle(self, frame: MbusFrame) -> bytes | None:
+        """The bytes the bus carries back for one request frame (sans-IO), ``None`` for silence."""
+        addr, c = frame.address, frame.control
+        if frame.kind is FrameKind.SHORT and c == C_SND_NKE:
+            hit = self._addressed(addr)
+            for meter in hit:
+                meter.reset()
+                if addr == ADDRESS_NETWORK:
+                    meter.selected = False
+            return (
+                None if addr == ADDRESS_BROADCAST_NO_REPLY or not hit else _collide([bytes([ACK])] * len(hit))
+            )
+        if frame.kind is FrameKind.SHORT and c & ~FCB == C_REQ_UD2:
+            hit = self._addressed(addr)
+            answers = [m.respond_ud2(bool(c & FCB)) for m in hit]
+            return _collide(answers) if answers else None
+        if frame.kind is FrameKind.LONG and c & ~FCB == C_SND_UD:
+            if addr == ADDRESS_NETWORK and frame.ci == CI_SELECT and len(frame.data) == 8:
+                hit = [m for m in self.meters if m.matches(frame.data)]
+                for meter in self.meters:
+                    meter.selected = meter in hit
+                return _collide([bytes([ACK])] * len(hit)) if hit else None
+            if frame.ci == CI_DATA_SEND and frame.data[:2] == b"\x01\x7a" and len(frame.data) == 3:
+                hit = self._addressed(addr)
+                for meter in hit:
+                    meter.primary = frame.data[2]
+                return bytes([ACK]) if len(hit) == 1 else None
+        return None
+
+    def _addressed(self, addr: int) -> list[VirtualMbusMeter]:
+        if addr == ADDRESS_NETWORK:
+            return [m for m in self.meters if m.selected]
+        if addr in (ADDRESS_BROADCAST_REPLY, ADDRESS_BROADCAST_NO_REPLY):
+            return list(self.meters)
+        return [m for m in self.meters if m.primary == addr]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # asyncio runs every connection handler as a task
+        self._handlers.add(task)
+        parser = FrameStreamParser()
+        try:
+            while data := await reader.read(512):
+                for frame in parser.feed(data):
+                    reply = self.handle(frame)
+                    if reply:
+                        writer.write(reply)
+                        await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
