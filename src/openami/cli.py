@@ -27,6 +27,7 @@ from rich.table import Table
 
 from openami import __version__
 from openami.config import Settings, load_settings
+from openami.protocols.decoders import DECODERS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="OpenAMI: open-source AMI platform.")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
@@ -636,6 +637,63 @@ def decode_dlms(
             print(json.dumps(rendered, ensure_ascii=False))
         else:
             print(json.dumps(rendered, ensure_ascii=False, indent=1))
+
+    _run(go)
+
+
+def _decode_command(name: str) -> None:
+    """``openami decode <name>``: one command per offline decoder of :mod:`openami.protocols.decoders`."""
+
+    def command(
+        file: Annotated[
+            Path | None, typer.Argument(help="Capture: hex text, a text telegram or raw bytes.")
+        ] = None,
+        hex_text: Annotated[
+            str | None, typer.Option("--hex", help="The capture as hex instead of FILE.")
+        ] = None,
+        key: Annotated[
+            str | None, typer.Option("--key", help="Decryption key, hex (where it applies).")
+        ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print compact JSON on one line.")] = False,
+    ) -> None:
+        def go() -> None:
+            from openami.protocols.decoders import UndecodableInput, decoder
+
+            data = _capture_bytes(file, hex_text)
+            try:
+                result = decoder(name).decode(data, _hex_option(key, "--key"))
+            except UndecodableInput as exc:
+                raise CliError(f"undecodable: {exc}", 2) from None
+            print(json.dumps(result, ensure_ascii=False, indent=None if as_json else 1))
+
+        _run(go)
+
+    command.__doc__ = f"Decode a {name} capture and print it as JSON."
+    decode_app.command(name)(command)
+
+
+for _name in DECODERS:
+    _decode_command(_name)
+
+
+@bench_app.command("decode")
+def bench_decode(
+    count: Annotated[int, typer.Option(min=100, max=10_000_000, help="Telegrams per decoder.")] = 20_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """Telegrams per second of the M-Bus and wireless M-Bus (plain and mode 5) decoders."""
+
+    def go() -> None:
+        from openami.bench.decode import run_decode_bench
+
+        if as_json:
+            print(json.dumps(run_decode_bench(count)))
+            return
+        with _progress() as bar:
+            task = bar.add_task("decoding", total=None)
+            result = run_decode_bench(count)
+            bar.update(task, total=1, completed=1)
+        console.print_json(json.dumps(result))
 
     _run(go)
 
