@@ -48,6 +48,8 @@ DECODERS: Final[dict[str, Decoder]] = {
     "mbus": Decoder("openami.protocols.mbus", "decode_frame", "MbusError"),
     "wmbus": Decoder("openami.protocols.wmbus", "decode_telegram", "WmbusError", takes_key=True),
     "iec62056-21": Decoder("openami.protocols.iec62056_21", "parse_readout", "Iec62056Error"),
+    "dsmr": Decoder("openami.protocols.dsmr", "parse_telegram", "DsmrError"),
+    "sml": Decoder("openami.protocols.sml", "parse_file", "SmlError"),
 }
 
 

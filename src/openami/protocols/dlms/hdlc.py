@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
+from openami.protocols.crc import crc16_x25
 from openami.protocols.dlms.errors import EncodeError, FrameError
 
 __all__ = [
@@ -43,28 +44,6 @@ MIN_LENGTH = 7
 
 LLC_COMMAND = b"\xe6\xe6\x00"
 LLC_RESPONSE = b"\xe6\xe7\x00"
-
-
-def _crc_table() -> tuple[int, ...]:
-    """The 256 partial remainders of the reflected polynomial 0x8408 (= 0x1021 bit-reversed)."""
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc_table()
-
-
-def crc16_x25(data: bytes | memoryview | bytearray) -> int:
-    """CRC-16/X.25 (init 0xFFFF, reflected, final XOR 0xFFFF): the HCS and FCS of every frame."""
-    crc = 0xFFFF
-    for byte in data:
-        crc = (crc >> 8) ^ _CRC_TABLE[(crc ^ byte) & 0xFF]
-    return crc ^ 0xFFFF
 
 
 def _check(data: bytes | memoryview | bytearray) -> bytes:
