@@ -328,6 +328,20 @@ class SimulatedMeter:
         self.relay_connected = connected
         return ActionResult.SUCCESS
 
+    def server_association(self, client_sap: int, *, short_names: bool = False) -> ServerAssociation:
+        """A new association of this meter with ``client_sap``: its keys, its counters, its PDU size."""
+        return ServerAssociation(
+            client_sap,
+            system_title=self.system_title,
+            password=self.keys.password,
+            encryption_key=self.keys.encryption_key,
+            authentication_key=self.keys.authentication_key,
+            invocation_counter=self.invocation_counter,
+            max_pdu=self.max_pdu,
+            short_names=short_names,
+            guard=self.client_counters,
+        )
+
     def session(self) -> MeterSession:
         """State for one TCP connection."""
         return MeterSession(self)
@@ -365,16 +379,7 @@ class MeterSession:
     def handle(self, client_sap: int, raw: bytes) -> bytes:
         meter = self.meter
         if raw[:1] == bytes((AARQ_TAG,)):
-            self._associations[client_sap] = opened = ServerAssociation(
-                client_sap,
-                system_title=meter.system_title,
-                password=meter.keys.password,
-                encryption_key=meter.keys.encryption_key,
-                authentication_key=meter.keys.authentication_key,
-                invocation_counter=meter.invocation_counter,
-                max_pdu=meter.max_pdu,
-                guard=meter.client_counters,
-            )
+            self._associations[client_sap] = opened = meter.server_association(client_sap)
             return opened.handle_aarq(raw, self._random(_CHALLENGE_BYTES))
         association = self._associations.get(client_sap)
         if association is None:

@@ -222,16 +222,7 @@ class SnMeterSession:
     def handle(self, client_sap: int, raw: bytes) -> bytes:
         meter = self.meter
         if raw[:1] == bytes((AARQ_TAG,)):
-            self._associations[client_sap] = opened = ServerAssociation(
-                client_sap,
-                system_title=meter.system_title,
-                password=meter.keys.password,
-                encryption_key=meter.keys.encryption_key,
-                authentication_key=meter.keys.authentication_key,
-                invocation_counter=meter.invocation_counter,
-                max_pdu=meter.max_pdu,
-                short_names=True,
-            )
+            self._associations[client_sap] = opened = meter.server_association(client_sap, short_names=True)
             return opened.handle_aarq(raw, self._random(_CHALLENGE_BYTES))
         association = self._associations.get(client_sap)
         if association is None:
