@@ -43,6 +43,7 @@ from openami.simulator.dlms_meter import (
 )
 from openami.simulator.dlms_server import DlmsSimulator, build_meters
 from openami.simulator.dlms_sn import SN_OBJECTS, SnMeterSession
+from tests.drivers.dlms.test_client_simulator import expected_rows, yesterday
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -128,21 +129,6 @@ def ciphered_lls(meter: SimulatedMeter) -> ClientAssociation:
         authentication_key=meter.keys.authentication_key,
         security=CIPHERED,
     )
-
-
-def expected_rows(meter: SimulatedMeter, start: datetime, end: datetime) -> list[tuple[object, ...]]:
-    """What the profile must hold, straight from the model: row t closes the quarter hour before t."""
-    register, used = meter.model.counts(start - QUARTER, end - QUARTER)
-    rows: list[tuple[object, ...]] = []
-    for index, wh in enumerate(used):
-        register += wh
-        rows.append((start + index * QUARTER, register, 0, wh * 4, 0))
-    return rows
-
-
-def yesterday() -> tuple[datetime, datetime]:
-    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return today - timedelta(days=2), today - timedelta(days=1)
 
 
 async def test_lls_session_reads_object_list_clock_register_and_profile(
