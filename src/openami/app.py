@@ -24,6 +24,7 @@ from openami.config import Settings
 from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
 from openami.hes.dlms_push import DlmsPushListener
+from openami.hes.mbus_collector import MbusCollector
 from openami.hes.modbus_collector import ModbusCollector
 from openami.hes.mqtt_listener import MqttGatewayListener
 from openami.hes.poller import Poller
@@ -52,6 +53,7 @@ class Platform:
     vault: KeyVault | None = None
     collector: DlmsCollector | None = None
     modbus: ModbusCollector | None = None
+    mbus: MbusCollector | None = None
     poller: Poller | None = None
     commands: CommandService | None = None
     _started: list[str] = field(default_factory=list)
@@ -135,8 +137,8 @@ class Platform:
             )
 
     def _build_pull(self, vault: KeyVault) -> None:
-        """The DLMS and Modbus collectors and the command service (always), and the poller when polling
-        is on."""
+        """The DLMS, Modbus and M-Bus collectors and the command service (always), and the poller when
+        polling is on."""
         settings = self.settings
         title = bytes.fromhex(settings.dlms_client_system_title)
         options = CollectorOptions(
@@ -151,10 +153,12 @@ class Platform:
             self.engine, vault, client_system_title=title, timeout_s=settings.dlms_timeout_s
         )
         self.modbus = ModbusCollector(self.engine, self.bus, concurrency=settings.poll_concurrency)
+        self.mbus = MbusCollector(self.engine, self.bus)
         if settings.poll_interval_s:
-            collector, modbus = self.collector, self.modbus
+            collector = self.collector
             self.poller = Poller(
-                [lambda: collector.collect_all(vault), modbus.collect_all], settings.poll_interval_s
+                [lambda: collector.collect_all(vault), self.modbus.collect_all, self.mbus.collect_all],
+                settings.poll_interval_s,
             )
 
     async def _start_dlms_push(self, vault: KeyVault) -> None:
