@@ -217,7 +217,7 @@ def demo(
                 "DLMS meters polled / readings / failed",
                 f"{summary.pulled_meters} / {summary.pulled_readings:,} / {summary.pull_failures}",
             ),
-            ("Modbus meters / readings", f"{summary.modbus_meters} / {summary.modbus_readings:,}"),
+            ("Modbus and M-Bus meters / readings", f"{summary.bus_meters} / {summary.bus_readings:,}"),
             ("readings stored (new)", f"{summary.readings_inserted:,}"),
             ("readings revised (new version)", f"{summary.readings_revised:,}"),
             ("readings already stored", f"{summary.readings_unchanged:,}"),

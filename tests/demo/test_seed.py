@@ -40,7 +40,7 @@ def test_demo_utility_has_every_medium_and_buildings_with_apartments(engine: Eng
             .where(schema.service_point.c.kind == "apartment", schema.service_point.c.parent_id.is_(None))
         ).scalar_one()
         assert orphans == 0  # every apartment belongs to its building
-        assert count(schema.meter_installation) == 324
+        assert count(schema.meter_installation) == 327
         dlms = conn.execute(
             select(schema.meter.c.protocol, schema.meter.c.comm_device_id).where(
                 schema.meter.c.serial.like("DLMS-0%")
@@ -61,7 +61,7 @@ def test_seeding_twice_changes_nothing(engine: Engine) -> None:
     second = seed_demo(engine)
     assert first == second
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 324
+        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 327
 
 
 def test_a_demo_database_from_before_dlms_meters_gets_them(engine: Engine) -> None:
@@ -90,7 +90,7 @@ def test_the_simulation_plays_the_seeded_layout_not_whatever_users_add(engine: E
             layout.tenant_id,
             {"serial": "X 1", "medium": "water", "protocol": "wmbus", "comm_device_id": gateway.id},
         )
-        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 325
+        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 328
     again = seed_demo(engine)
     played = {m.serial for g in virtual_gateways(again) for m in g.meters}
     assert "X 1" not in played

@@ -80,11 +80,11 @@ def test_demo_once_prints_a_summary(tmp_path: Path, free_port: int) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "readings stored (new)" in result.stdout
-    assert "324 / 7" in result.stdout  # meters / gateways: 300 behind gateways, 12 pushing, 6+6 polled
+    assert "327 / 7" in result.stdout  # meters / gateways: 300 behind gateways, 12 pushing, 6+9 polled
     polled = next(line for line in result.stdout.splitlines() if "DLMS meters polled" in line)
     assert " 6 / " in polled and polled.rstrip(" │").endswith("/ 0"), polled
-    modbus = next(line for line in result.stdout.splitlines() if "Modbus meters" in line)
-    assert " 6 / 57 " in modbus, modbus  # 3 SDM630 (13 points) and 3 heat meters (6 points)
+    buses = next(line for line in result.stdout.splitlines() if "M-Bus meters" in line)
+    assert " 9 / 73 " in buses, buses  # 3 SDM630 (13 points), 3 Modbus heat (6), 3 M-Bus meters (16)
     # 0.1 days rounds to 9 quarter hours (2.25 h) or 10, depending on when in the quarter it starts
     pushes = next(line for line in result.stdout.splitlines() if "DLMS meters / pushes" in line)
     assert any(f"12 / {12 * quarters}" in pushes for quarters in (9, 10)), pushes

@@ -15,6 +15,7 @@ guard starts empty (it is not persisted), so counters restarting with the proces
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import zlib
@@ -34,6 +35,7 @@ from openami.simulator.dlms_meter import MeterKeys, SimulatedMeter
 from openami.simulator.dlms_push import DlmsPushMeter
 from openami.simulator.dlms_server import DlmsSimulator
 from openami.simulator.gateway import SimMeter, VirtualGateway
+from openami.simulator.mbus_meter import MbusBusSimulator
 from openami.simulator.modbus_meter import ModbusSimulator, SimulatedModbusMeter
 from openami.transports.mqtt import make_client
 
@@ -69,9 +71,9 @@ class DemoSummary:
     """Meters the head-end read over DLMS in the back-fill's collection round."""
     pulled_readings: int = 0
     pull_failures: int = 0
-    modbus_meters: int = 0
-    """Modbus sub-meters read in the back-fill's collection round (and their readings)."""
-    modbus_readings: int = 0
+    bus_meters: int = 0
+    """Modbus and M-Bus sub-meters read in the back-fill's collection round (and their readings)."""
+    bus_readings: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -122,7 +124,9 @@ def pulled_simulators(layout: DemoLayout) -> list[SimulatedMeter]:
 def modbus_gateway(layout: DemoLayout) -> ModbusSimulator:
     """One simulated Modbus gateway holding every building's sub-meters, driven by the consumption model."""
     devices: dict[int, SimulatedModbusMeter] = {}
-    for meter in layout.modbus_meters:
+    for meter in layout.building_meters:
+        if meter.protocol != "modbus":
+            continue
         medium: Medium = "electricity" if meter.medium == "electricity" else "heat"
         model = ConsumptionModel(medium, zlib.crc32(meter.serial.encode()))
 
@@ -138,16 +142,21 @@ def modbus_gateway(layout: DemoLayout) -> ModbusSimulator:
     return ModbusSimulator("127.0.0.1", 0, devices)
 
 
-def point_modbus(platform: Platform, layout: DemoLayout, gateway: ModbusSimulator) -> None:
-    """Give each Modbus sub-meter's device entry the gateway's address in this run and its device id."""
+def point_building_meters(platform: Platform, layout: DemoLayout, modbus_port: int, mbus_port: int) -> None:
+    """Give each sub-meter's device entry the address of its gateway or converter in this run."""
     from openami.store.schema import comm_device
 
     with platform.engine.begin() as conn:
-        for meter in layout.modbus_meters:
+        for meter in layout.building_meters:
+            address = (
+                f"modbus+tcp://127.0.0.1:{modbus_port}?unit={meter.unit}"
+                if meter.protocol == "modbus"
+                else f"mbus+tcp://127.0.0.1:{mbus_port}?primary={meter.unit}"
+            )
             conn.execute(
                 comm_device.update()
                 .where(comm_device.c.ident == modem_ident(meter.serial))
-                .values(address=f"modbus+tcp://127.0.0.1:{gateway.port}?unit={meter.unit}")
+                .values(address=address)
             )
 
 
@@ -209,10 +218,11 @@ async def backfill(
     if address is not None:
         pushed = sum(await asyncio.gather(*(meter.push_span(*address, start, end) for meter in dlms)))
     pulled, pulled_readings, pull_failures = await collect_pulled(platform, layout)
-    modbus_read = modbus_readings = 0
-    if platform.modbus is not None:
-        modbus_report = await platform.modbus.collect_all()
-        modbus_read, modbus_readings = modbus_report.succeeded, modbus_report.readings
+    bus_read = bus_readings = 0
+    for collector in (platform.modbus, platform.mbus):
+        if collector is not None:
+            bus_report = await collector.collect_all()
+            bus_read, bus_readings = bus_read + bus_report.succeeded, bus_readings + bus_report.readings
     await _wait_until(lambda: _handled(platform), handled_before + sent, "MQTT uplinks", timeout_s=300)
     await _wait_until(lambda: _pushes(platform), pushes_before + pushed, "DLMS pushes", timeout_s=300)
     await platform.settle(timeout_s=300)
@@ -222,7 +232,7 @@ async def backfill(
         meters=len(layout.meters)
         + len(layout.dlms_meters)
         + len(layout.pull_meters)
-        + len(layout.modbus_meters),
+        + len(layout.building_meters),
         gateways=len(gateways),
         span_start=start,
         span_end=end,
@@ -240,8 +250,8 @@ async def backfill(
         pulled_meters=pulled,
         pulled_readings=pulled_readings,
         pull_failures=pull_failures,
-        modbus_meters=modbus_read,
-        modbus_readings=modbus_readings,
+        bus_meters=bus_read,
+        bus_readings=bus_readings,
     )
 
 
@@ -345,9 +355,10 @@ async def run_once(settings: Settings, *, days: float = 7, progress: Progress | 
         async with (
             DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0) as simulator,
             modbus_gateway(layout) as gateway,
+            MbusBusSimulator() as mbus,
         ):
             await asyncio.to_thread(point_modems, platform, simulator)
-            await asyncio.to_thread(point_modbus, platform, layout, gateway)
+            await asyncio.to_thread(point_building_meters, platform, layout, gateway.port, mbus.port)
             return await backfill(
                 platform, layout, days=days, dlms=dlms_push_meters(layout), progress=progress
             )
@@ -360,44 +371,52 @@ async def run_forever(
 ) -> None:
     """Serve the API and keep the simulator publishing until cancelled (Ctrl-C)."""
     from openami.transports.ports import probe_port
-    from openami.web.server import web_server
 
     probe_port(settings.web_host, settings.web_port, "OPENAMI_WEB_PORT")
     platform = Platform.build(settings)
     await platform.start()
-    simulator: DlmsSimulator | None = None
-    gateway: ModbusSimulator | None = None
     try:
-        layout = await asyncio.to_thread(prepare, platform)
-        simulator = DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0)
-        await simulator.start()
-        await asyncio.to_thread(point_modems, platform, simulator)
-        gateway = modbus_gateway(layout)
-        await gateway.start()
-        await asyncio.to_thread(point_modbus, platform, layout, gateway)
-        server = web_server(platform)
-
-        dlms = dlms_push_meters(layout)
-
-        async def feed() -> None:
-            on_ready(await backfill(platform, layout, days=days, dlms=dlms))
-            await live(platform, layout, speedup=speedup, dlms=dlms)
-
-        serving = asyncio.create_task(server.serve(), name="web")
-        feeding = asyncio.create_task(feed(), name="demo-feed")
-        try:
-            await asyncio.wait({serving, feeding}, return_when=asyncio.FIRST_COMPLETED)
-            server.should_exit = True  # a signal stopped the server, or the feeder failed
-            await serving
-            if feeding.done():
-                feeding.result()  # surface the feeder's error
-        finally:
-            await _cancel(feeding)
-            await _cancel(serving)
-            await _let_pushes_land(platform)
+        async with contextlib.AsyncExitStack() as simulators:
+            layout = await asyncio.to_thread(prepare, platform)
+            meters = await simulators.enter_async_context(
+                DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0)
+            )
+            gateway = await simulators.enter_async_context(modbus_gateway(layout))
+            mbus = await simulators.enter_async_context(MbusBusSimulator())
+            await asyncio.to_thread(point_modems, platform, meters)
+            await asyncio.to_thread(point_building_meters, platform, layout, gateway.port, mbus.port)
+            await _serve_and_feed(platform, layout, days=days, speedup=speedup, on_ready=on_ready)
     finally:
         await platform.stop()
-        if simulator is not None:
-            await simulator.stop()
-        if gateway is not None:
-            await gateway.stop()
+
+
+async def _serve_and_feed(
+    platform: Platform,
+    layout: DemoLayout,
+    *,
+    days: float,
+    speedup: float,
+    on_ready: Callable[[DemoSummary], None],
+) -> None:
+    """Serve the web API while the simulated meters back-fill and then send live data."""
+    from openami.web.server import web_server
+
+    server = web_server(platform)
+    dlms = dlms_push_meters(layout)
+
+    async def feed() -> None:
+        on_ready(await backfill(platform, layout, days=days, dlms=dlms))
+        await live(platform, layout, speedup=speedup, dlms=dlms)
+
+    serving = asyncio.create_task(server.serve(), name="web")
+    feeding = asyncio.create_task(feed(), name="demo-feed")
+    try:
+        await asyncio.wait({serving, feeding}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True  # a signal stopped the server, or the feeder failed
+        await serving
+        if feeding.done():
+            feeding.result()  # surface the feeder's error
+    finally:
+        await _cancel(feeding)
+        await _cancel(serving)
+        await _let_pushes_land(platform)

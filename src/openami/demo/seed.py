@@ -99,12 +99,14 @@ def _demo_key(kind: KeyKind, serial: str) -> bytes:
 
 
 @dataclass(frozen=True)
-class ModbusDemoMeter:
-    """A building's Modbus sub-meter behind the building's Modbus gateway (device id ``unit``)."""
+class BuildingMeter:
+    """A building's sub-meter on a field bus: Modbus (``unit`` = device id behind the gateway) or wired
+    M-Bus (``unit`` = primary address behind the converter)."""
 
     serial: str
     building: str
     medium: str
+    protocol: str
     model: str
     unit: int
 
@@ -118,8 +120,8 @@ class DemoLayout:
     """The meters pushing DLMS directly to the head-end."""
     pull_meters: list[DlmsDemoMeter] = field(default_factory=list)
     """The meters the head-end reads over DLMS (load profile, clock) through their modems."""
-    modbus_meters: list[ModbusDemoMeter] = field(default_factory=list)
-    """The buildings' common-area electricity and central heat meters, read over Modbus."""
+    building_meters: list[BuildingMeter] = field(default_factory=list)
+    """The buildings' sub-meters read over Modbus and wired M-Bus."""
 
     @property
     def gateways(self) -> list[str]:
@@ -167,13 +169,20 @@ def pull_meters() -> list[DlmsDemoMeter]:
     ]
 
 
-def modbus_meters() -> list[ModbusDemoMeter]:
-    """Per building, the common-area electricity meter and the central heat meter: pure, like the rest."""
+def building_meters() -> list[BuildingMeter]:
+    """Per building, the common-area electricity and central heat meters on Modbus; in building B01's
+    boiler room, a heat meter and two water meters on wired M-Bus (the ids and primary addresses the
+    M-Bus bus simulator answers to). Pure, like the rest."""
     found = []
     for b in range(1, BUILDINGS + 1):
         building = f"B{b:02d}"
-        found.append(ModbusDemoMeter(f"SDM-{building}", building, "electricity", "eastron-sdm630", 2 * b - 1))
-        found.append(ModbusDemoMeter(f"HEAT-{building}", building, "heat", "openami-heat", 2 * b))
+        found.append(
+            BuildingMeter(f"SDM-{building}", building, "electricity", "modbus", "eastron-sdm630", 2 * b - 1)
+        )
+        found.append(BuildingMeter(f"HEAT-{building}", building, "heat", "modbus", "openami-heat", 2 * b))
+    found.append(BuildingMeter("MB-12345678", "B01", "heat", "mbus", "", 1))
+    found.append(BuildingMeter("MB-12345699", "B01", "water", "mbus", "", 2))
+    found.append(BuildingMeter("MB-87654321", "B01", "water", "mbus", "", 5))
     return found
 
 
@@ -206,9 +215,10 @@ def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
         if not _meter_ids(conn, int(tenant_id), [m.serial for m in polled]):
             _create_dlms(conn, int(tenant_id), polled, now)
             _create_modems(conn, int(tenant_id), polled)
-        sub_meters = modbus_meters()
-        if not _meter_ids(conn, int(tenant_id), [m.serial for m in sub_meters]):
-            _create_modbus(conn, int(tenant_id), sub_meters, now)
+        sub_meters = building_meters()
+        missing = [m for m in sub_meters if m.serial not in _meter_ids(conn, int(tenant_id), [m.serial])]
+        if missing:
+            _create_building_meters(conn, int(tenant_id), missing, now)
     return DemoLayout(
         int(tenant_id),
         [meter for household in layout for meter in household.meters],
@@ -447,11 +457,11 @@ def _create_modems(conn: Connection, tenant_id: int, polled: list[DlmsDemoMeter]
         )
 
 
-def _create_modbus(
-    conn: Connection, tenant_id: int, sub_meters: list[ModbusDemoMeter], now: datetime
+def _create_building_meters(
+    conn: Connection, tenant_id: int, sub_meters: list[BuildingMeter], now: datetime
 ) -> None:
-    """The buildings' Modbus meters, each with its device entry (address set per demo run), installed at
-    the building's service point."""
+    """The buildings' field-bus meters, each with its device entry (address set per demo run), installed
+    at the building's service point."""
     t = {"tenant_id": tenant_id}
     modem_ids = _insert(
         conn,
@@ -461,8 +471,8 @@ def _create_modbus(
                 **t,
                 "ident": modem_ident(m.serial),
                 "kind": "modem",
-                "model": "Modbus TCP gateway",
-                "protocol": "modbus",
+                "model": "Modbus TCP gateway" if m.protocol == "modbus" else "M-Bus-to-TCP converter",
+                "protocol": m.protocol,
             }
             for m in sub_meters
         ],
@@ -475,7 +485,7 @@ def _create_modbus(
                 **t,
                 "serial": m.serial,
                 "medium": m.medium,
-                "protocol": "modbus",
+                "protocol": m.protocol,
                 "model": m.model,
                 "comm_device_id": modem_id,
                 "installed_at": now,
