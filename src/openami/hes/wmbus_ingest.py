@@ -1,0 +1,116 @@
+"""Wireless M-Bus telegrams forwarded by gateways, as receivers print them, turned into readings.
+
+A gateway with a wM-Bus receiver (USB stick, concentrator radio) forwards what it hears as text, one
+telegram per line (:func:`openami.protocols.wmbus.parse_line` formats). Telegrams are decoded here, in
+the head-end, not on the gateway, because the meters' AES keys live in the key vault and never leave it.
+The vault finds a meter's key by the 8 bytes of its link address (manufacturer, id, version, device
+type), stored in the same ``system_title`` column that holds DLMS system titles: both are the 8-byte
+identity a device's frames carry. The vault row also names the meter's serial and tenant; a telegram
+whose keys belong to another tenant than the gateway's is refused, so one tenant's gateway cannot
+inject readings for another's meters.
+
+Readings go on the meter's channels named as for wired M-Bus (:func:`~openami.hes.mbus_collector
+.channel_codes`), stamped with the time the gateway's message was received. A line that cannot be used
+is reported with its reason and costs only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from openami.bus.messages import ReadingBatch, Series
+from openami.hes.mbus_collector import channel_codes
+from openami.protocols.wmbus import (
+    KeyRequiredError,
+    WmbusError,
+    WmbusTelegram,
+    decode_telegram,
+    parse_line,
+    parse_link,
+)
+from openami.security.errors import SecurityError
+from openami.security.keyvault import KeyVault, PushKeys
+
+__all__ = ["SOURCE", "WmbusIngest", "WmbusResult"]
+
+SOURCE = "wmbus"
+MAX_LINES = 5000
+"""Telegrams one message may carry: a gateway forwarding a 30-day buffer sends several messages."""
+
+
+@dataclass
+class WmbusResult:
+    """What one forwarded message gave: its readings and, per line it could not use, the reason."""
+
+    batch: ReadingBatch | None
+    rejected: list[str] = field(default_factory=list)
+
+
+class WmbusIngest:
+    """Decodes forwarded telegrams with keys from ``vault`` (None: only unencrypted telegrams)."""
+
+    def __init__(self, vault: KeyVault | None) -> None:
+        self._vault = vault
+
+    async def handle(self, tenant: str, text: str, received_at: datetime) -> WmbusResult:
+        series: list[Series] = []
+        rejected: list[str] = []
+        lines = text.splitlines()
+        if len(lines) > MAX_LINES:
+            return WmbusResult(None, [f"{len(lines)} lines in one message, more than {MAX_LINES}"])
+        for number, line in enumerate(lines, start=1):
+            try:
+                serial, telegram = await self._decode_line(tenant, line)
+            except (WmbusError, _Refused) as exc:
+                rejected.append(f"line {number}: {exc}")
+                continue
+            if telegram is None:
+                continue  # blank or comment
+            series += [
+                Series(
+                    meter=serial,
+                    channel=code,
+                    unit=record.unit or "",
+                    kind="register",
+                    points=[(received_at, float(record.value), 0)],  # type: ignore[arg-type]
+                )
+                for code, record in channel_codes(telegram.records)
+            ]
+        batch = None
+        if series:
+            batch = ReadingBatch(tenant=tenant, source=SOURCE, received_at=received_at, series=series)
+        return WmbusResult(batch, rejected)
+
+    async def _decode_line(self, tenant: str, line: str) -> tuple[str, WmbusTelegram | None]:
+        received = parse_line(line)
+        if received is None:
+            return "", None
+        try:
+            telegram = decode_telegram(received.frame)
+            keys = None
+        except KeyRequiredError:
+            keys = await self._keys(received.frame)
+            if keys.tenant != tenant:
+                raise _Refused("the meter's keys belong to another tenant") from None
+            telegram = decode_telegram(received.frame, key=keys.encryption_key)
+        address = telegram.address
+        serial = keys.meter_serial if keys is not None and keys.meter_serial else None
+        return serial or f"{address.manufacturer}-{address.id}", telegram
+
+    async def _keys(self, frame: bytes) -> PushKeys:
+        if self._vault is None:
+            raise _Refused("encrypted telegram and no key vault")
+        title = parse_link(frame).address.to_bytes()
+        try:
+            keys = await asyncio.to_thread(self._vault.push_keys, title)
+        except SecurityError as exc:
+            raise _Refused(f"keys of {title.hex().upper()}: {exc}") from None
+        if keys is None or keys.encryption_key is None:
+            raise _Refused(f"no key stored for wM-Bus address {title.hex().upper()}")
+        return keys
+
+
+class _Refused(Exception):
+    """A telegram that decodes but may not be used here (no key, another tenant's meter)."""
