@@ -29,6 +29,7 @@ from openami.hes.modbus_collector import ModbusCollector
 from openami.hes.mqtt_listener import MqttGatewayListener
 from openami.hes.poller import Poller
 from openami.hes.rejected import RejectedMessage
+from openami.hes.wmbus_ingest import WmbusIngest
 from openami.mdm.ingest import IngestService
 from openami.observability.metrics import Metrics
 from openami.security.keyvault import KeyVault, load_master_key
@@ -112,11 +113,13 @@ class Platform:
         if self.broker is not None:
             await self.broker.start()
             self._started.append("broker")
+        self.vault = KeyVault(self.engine, await asyncio.to_thread(load_master_key, self.settings))
         listener = MqttGatewayListener(
             self.mqtt_url,
             self.settings.mqtt_topic_prefix,
             self.bus,
             on_rejected=self._keep_rejected("mqtt-json"),
+            wmbus=WmbusIngest(self.vault),
         )
         await listener.start()
         self.listener = listener
@@ -124,7 +127,6 @@ class Platform:
         self.metrics.track_counters(
             "openami_mqtt_uplinks", "Gateway uplinks by outcome.", "outcome", lambda: _uplink_counts(listener)
         )
-        self.vault = KeyVault(self.engine, await asyncio.to_thread(load_master_key, self.settings))
         self._build_pull(self.vault)
         if self.settings.dlms_push_enabled:
             await self._start_dlms_push(self.vault)

@@ -5,6 +5,10 @@ message with the ``mqtt-json`` driver and publishes the batch on ``readings.<ten
 id is derived from (tenant, gateway, seq), or from a hash of the payload when the gateway sends no
 ``seq``, so a gateway retransmitting a message (or the broker redelivering it) stores it once.
 
+With a :class:`~openami.hes.wmbus_ingest.WmbusIngest`, it also takes gateways' forwarded wireless M-Bus
+telegrams on ``{prefix}/<tenant>/gw/<gateway>/wmbus`` (receiver lines as text; decoded here with the key
+vault's keys): lines that cannot be used go to ``on_rejected``, the rest to the bus like any uplink.
+
 A message that cannot be decoded never stops the listener: it is counted and handed, with its reason
 and the first 64 KiB of its payload, to ``on_rejected`` (the app stores it in a dead-letter table).
 When the broker goes away the listener reconnects with capped exponential backoff and jitter.
@@ -38,7 +42,9 @@ from openami.drivers.mqtt_json import (
     uplink_filter,
     uplink_to_batch,
 )
+from openami.drivers.mqtt_json.topics import WMBUS_LEAF
 from openami.hes.rejected import RejectedHandler, hand_over
+from openami.hes.wmbus_ingest import WmbusIngest
 from openami.transports.errors import ConnectError
 from openami.transports.mqtt import make_client, parse_mqtt_url
 
@@ -129,6 +135,7 @@ class MqttGatewayListener:
         reconnect_max_s: float = 30.0,
         connect_timeout_s: float = 10.0,
         max_bus_message_bytes: int = MAX_BUS_MESSAGE_BYTES,
+        wmbus: WmbusIngest | None = None,
     ) -> None:
         parse_mqtt_url(mqtt_url)  # fail at construction on a malformed URL, not in the background
         self._url = mqtt_url
@@ -140,6 +147,7 @@ class MqttGatewayListener:
         self._reconnect_max_s = reconnect_max_s
         self._connect_timeout_s = connect_timeout_s
         self._max_bus_message_bytes = max_bus_message_bytes
+        self._wmbus = wmbus
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._last_error = "no answer"
@@ -184,6 +192,11 @@ class MqttGatewayListener:
                     self._url, client_id=self._client_id, persistent_session=self._client_id is not None
                 ) as client:
                     granted = await client.subscribe(uplink_filter(self._prefix), qos=UPLINK_QOS)
+                    if self._wmbus is not None:
+                        granted = [
+                            *granted,
+                            *await client.subscribe(uplink_filter(self._prefix, WMBUS_LEAF), qos=UPLINK_QOS),
+                        ]
                     if any(_refused(code) for code in granted):
                         raise aiomqtt.MqttError("the broker refused the subscription (check its ACL)")
                     self.stats.connects += 1
@@ -219,14 +232,38 @@ class MqttGatewayListener:
         batch = uplink_to_batch(tenant, gateway, uplink, received_at)
         return uplink.seq, batch, split_batch(batch, self._max_bus_message_bytes)
 
+    async def _decode_wmbus(
+        self, topic: str, payload: bytes, received_at: datetime
+    ) -> tuple[str, str, ReadingBatch, list[bytes]]:
+        """A forwarded wM-Bus message: lines that cannot be used are reported, the rest is kept."""
+        assert self._wmbus is not None  # only subscribed with an ingest
+        tenant, gateway = parse_uplink_topic(self._prefix, topic, WMBUS_LEAF)
+        try:
+            text = payload.decode("ascii")
+        except UnicodeDecodeError:
+            raise GatewayPayloadError("wM-Bus forwarding carries text lines, not binary") from None
+        result = await self._wmbus.handle(tenant, text, received_at)
+        if result.rejected:
+            reason = "; ".join(result.rejected[:10])
+            await hand_over(self._on_rejected, topic, tenant, reason, payload, received_at)
+        if result.batch is None:
+            raise GatewayPayloadError("no usable wM-Bus telegram in the message")
+        return tenant, gateway, result.batch, split_batch(result.batch, self._max_bus_message_bytes)
+
     async def _handle(self, topic: str, payload: bytes) -> None:
         self.stats.received += 1
         received_at = datetime.now(UTC)
         tenant: str | None = None
         try:
-            tenant, gateway = parse_uplink_topic(self._prefix, topic)
-            # Inflating, validating and converting cost milliseconds of CPU: not on the event loop.
-            seq, batch, parts = await asyncio.to_thread(self._decode, tenant, gateway, payload, received_at)
+            if self._wmbus is not None and topic.endswith(f"/{WMBUS_LEAF}"):
+                tenant, gateway, batch, parts = await self._decode_wmbus(topic, payload, received_at)
+                seq = None
+            else:
+                tenant, gateway = parse_uplink_topic(self._prefix, topic)
+                # Inflating, validating and converting cost milliseconds of CPU: not on the event loop.
+                seq, batch, parts = await asyncio.to_thread(
+                    self._decode, tenant, gateway, payload, received_at
+                )
             base_id = message_id(tenant, gateway, seq, payload)
             for index, part in enumerate(parts):
                 await self._bus.publish(readings_subject(tenant), part, msg_id=f"{base_id}#{index}")

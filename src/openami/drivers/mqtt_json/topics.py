@@ -28,17 +28,21 @@ def uplink_topic(prefix: str, tenant: str, gateway: str) -> str:
     return f"{prefix}/{_check_id('tenant', tenant)}/gw/{_check_id('gateway', gateway)}/up"
 
 
-def uplink_filter(prefix: str) -> str:
-    """The subscription that receives every tenant's and gateway's uplinks."""
-    return f"{prefix}/+/gw/+/up"
+WMBUS_LEAF = "wmbus"
+"""Gateways forward raw wireless M-Bus telegrams (receiver lines) on ``.../gw/<gateway>/wmbus``."""
 
 
-def parse_uplink_topic(prefix: str, topic: str) -> tuple[str, str]:
+def uplink_filter(prefix: str, leaf: str = "up") -> str:
+    """The subscription that receives every tenant's and gateway's uplinks (or ``leaf`` messages)."""
+    return f"{prefix}/+/gw/+/{leaf}"
+
+
+def parse_uplink_topic(prefix: str, topic: str, leaf: str = "up") -> tuple[str, str]:
     """``(tenant, gateway)`` from an uplink topic; ids outside the allowed pattern are rejected."""
     rest = topic.removeprefix(f"{prefix}/")
     parts = rest.split("/")
-    if rest == topic or len(parts) != 4 or parts[1] != "gw" or parts[3] != "up":
-        raise GatewayPayloadError(f"topic {topic[:200]!r} is not {prefix}/<tenant>/gw/<gateway>/up")
+    if rest == topic or len(parts) != 4 or parts[1] != "gw" or parts[3] != leaf:
+        raise GatewayPayloadError(f"topic {topic[:200]!r} is not {prefix}/<tenant>/gw/<gateway>/{leaf}")
     tenant, gateway = parts[0], parts[2]
     for what, value in (("tenant", tenant), ("gateway", gateway)):
         if not _COMPILED[what].match(value):

@@ -1,0 +1,76 @@
+"""A gateway forwards wM-Bus receiver lines over MQTT; the head-end decrypts them with the key vault's
+keys and stores the readings; the unusable line becomes a dead letter."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from openami.app import Platform
+from openami.bench.decode import _KEY, _wireless
+from openami.config import Settings
+from openami.protocols.wmbus import parse_link
+from openami.store.schema import channel, meter, register_read, rejected_message, tenant
+from openami.transports.mqtt import make_client
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'wmbus.sqlite3'}",
+        mqtt_embedded_port=0,
+        dlms_push_port=0,
+        poll_interval_s=0,
+        ingest_flush_ms=20,
+        mqtt_topic_prefix="wm",
+    )
+    running = Platform.build(settings)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+async def test_forwarded_telegrams_are_decrypted_and_stored(platform: Platform) -> None:
+    with platform.engine.begin() as conn:
+        acme = conn.execute(
+            insert(tenant).values(slug="acme", name="Acme").returning(tenant.c.id)
+        ).scalar_one()
+        meter_id = conn.execute(
+            insert(meter)
+            .values(tenant_id=acme, serial="W-0042", medium="heat", protocol="wmbus")
+            .returning(meter.c.id)
+        ).scalar_one()
+    assert platform.vault is not None and platform.listener is not None
+    address = parse_link(_wireless(encrypted=True)).address.to_bytes()
+    platform.vault.store(acme, system_title=address, meter_id=meter_id, kind="ek", secret=_KEY)
+
+    lines = f"{_wireless(encrypted=True).hex()}\nZZ not a telegram\n"
+    async with make_client(platform.mqtt_url, client_id="gw-test") as client:
+        await client.publish("wm/acme/gw/GW-1/wmbus", lines.encode(), qos=1)
+    deadline = time.monotonic() + 20
+    while platform.listener.stats.accepted < 1:
+        assert time.monotonic() < deadline, "the forwarded telegram never arrived"
+        await asyncio.sleep(0.05)
+    await platform.settle()
+    with platform.engine.connect() as conn:
+        stored = dict(
+            conn.execute(
+                select(channel.c.code, register_read.c.value)
+                .join(register_read, register_read.c.channel_id == channel.c.id)
+                .where(channel.c.meter_id == meter_id)
+            ).all()
+        )
+        dead = conn.execute(select(func.count()).select_from(rejected_message)).scalar_one()
+    assert stored["energy"] == 563_412_000.0
+    assert stored["volume"] == pytest.approx(12345.678)
+    assert dead == 1
