@@ -8,7 +8,9 @@ AES-256-GCM under the installation's master key before it reaches ``device_key``
 instead of silently handing one meter's key to another.
 
 Rows are found by the meter's *system title* (8 bytes, stored as 16 hex digits), because that is what a
-ciphered push carries: the push listener learns the tenant, the meter and its keys from it. A system title
+ciphered push carries: the push listener learns the tenant, the meter and its keys from it. Wireless
+M-Bus meters are stored under their 8-byte link address the same way (ADR 0009): the column holds
+whatever 8-byte identity the device's frames carry. A system title
 therefore belongs to one tenant only. The master key comes from the ``master_key`` setting or, when that
 is empty, from ``data_dir/master.key`` (generated on first use, mode 0600): see :func:`load_master_key`.
 """
