@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from sqlalchemy import insert, select
 
 from openami.app import Platform
-from openami.config import Settings
 from openami.hes.mbus_collector import MBUS_PROTOCOL, channel_codes, load_mbus_targets
 from openami.protocols.mbus import DataRecord
 from openami.security.bootstrap import create_tenant_with_admin
@@ -17,24 +13,6 @@ from openami.simulator.mbus_meter import MbusBusSimulator
 from openami.store.schema import channel, comm_device, meter, register_read
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'mbus.sqlite3'}",
-        mqtt_embedded_port=0,
-        dlms_push_port=0,
-        poll_interval_s=0,
-        ingest_flush_ms=20,
-    )
-    running = Platform.build(settings)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 def _register(platform: Platform, port: int) -> None:

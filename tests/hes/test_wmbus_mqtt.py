@@ -5,39 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select
 
 from openami.app import Platform
 from openami.bench.decode import _KEY, _wireless
-from openami.config import Settings
 from openami.protocols.wmbus import parse_link
 from openami.store.schema import channel, meter, register_read, rejected_message, tenant
 from openami.transports.mqtt import make_client
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'wmbus.sqlite3'}",
-        mqtt_embedded_port=0,
-        dlms_push_port=0,
-        poll_interval_s=0,
-        ingest_flush_ms=20,
-        mqtt_topic_prefix="wm",
-    )
-    running = Platform.build(settings)
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 async def test_forwarded_telegrams_are_decrypted_and_stored(platform: Platform) -> None:
@@ -56,7 +34,9 @@ async def test_forwarded_telegrams_are_decrypted_and_stored(platform: Platform) 
 
     lines = f"{_wireless(encrypted=True).hex()}\nZZ not a telegram\n"
     async with make_client(platform.mqtt_url, client_id="gw-test") as client:
-        await client.publish("wm/acme/gw/GW-1/wmbus", lines.encode(), qos=1)
+        await client.publish(
+            f"{platform.settings.mqtt_topic_prefix}/acme/gw/GW-1/wmbus", lines.encode(), qos=1
+        )
     deadline = time.monotonic() + 20
     while platform.listener.stats.accepted < 1:
         assert time.monotonic() < deadline, "the forwarded telegram never arrived"

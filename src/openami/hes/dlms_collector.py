@@ -30,13 +30,13 @@ from sqlalchemy import Engine, func, select, union_all
 from sqlalchemy.exc import SQLAlchemyError
 
 from openami.bus.base import Bus
-from openami.bus.messages import MeterEvent, ReadingBatch, Series, readings_subject
+from openami.bus.messages import MeterEvent, Series
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError, DlmsProtocolError
 from openami.drivers.dlms.events import EVENT_LOGS, read_event_log
 from openami.hes.dlms_session import DlmsSessions
 from openami.hes.dlms_targets import DlmsTarget, load_targets
-from openami.hes.rounds import MeterOutcome, RoundReport
+from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
 from openami.protocols.dlms.axdr import DataType
 from openami.protocols.dlms.obis import Obis
 from openami.protocols.dlms.reading_types import reading_type
@@ -201,15 +201,8 @@ class DlmsCollector:
             outcome.error = f"{type(exc).__name__}: {exc}"
             log.warning("DLMS read of %s failed: %s", target.serial, outcome.error)
             return outcome
-        if series or events:
-            batch = ReadingBatch(
-                tenant=target.tenant, source=SOURCE, received_at=now, series=series, events=events
-            )
-            await self._bus.publish(
-                readings_subject(target.tenant),
-                batch.to_bytes(),
-                msg_id=f"{SOURCE}:{target.tenant}:{target.serial}:{now.isoformat()}",
-            )
+        batch = await publish_read(self._bus, SOURCE, target.tenant, target.serial, now, series, events)
+        if batch is not None:
             outcome.readings = batch.reading_count
             outcome.events = len(events)
         outcome.ok = True

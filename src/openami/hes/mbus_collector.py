@@ -28,10 +28,10 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import Engine, select
 
 from openami.bus.base import Bus
-from openami.bus.messages import ReadingBatch, Series, readings_subject
+from openami.bus.messages import Series
 from openami.drivers.mbus.client import MbusTcpClient
 from openami.drivers.mbus.errors import MbusDriverError
-from openami.hes.rounds import MeterOutcome, RoundReport
+from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
 from openami.protocols.mbus import DataRecord, MbusError
 from openami.protocols.mbus.master import SecondaryAddress
 from openami.store.schema import comm_device, meter, tenant
@@ -169,12 +169,6 @@ class MbusCollector:
             )
             for code, record in channel_codes(telegram.records)
         ]
-        if series:
-            batch = ReadingBatch(tenant=target.tenant, source=SOURCE, received_at=now, series=series)
-            await self._bus.publish(
-                readings_subject(target.tenant),
-                batch.to_bytes(),
-                msg_id=f"{SOURCE}:{target.tenant}:{target.serial}:{now.isoformat()}",
-            )
+        await publish_read(self._bus, SOURCE, target.tenant, target.serial, now, series)
         outcome.ok, outcome.readings = True, len(series)
         return outcome

@@ -21,11 +21,11 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import Engine, select
 
 from openami.bus.base import Bus
-from openami.bus.messages import ReadingBatch, Series, readings_subject
+from openami.bus.messages import Series
 from openami.drivers.modbus.models import MODELS
 from openami.drivers.modbus.reader import ModbusDriverError, ModbusMeterReader
 from openami.drivers.modbus.registers import RegisterMap
-from openami.hes.rounds import MeterOutcome, RoundReport
+from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
 from openami.store.schema import comm_device, meter, tenant
 
 __all__ = ["MODBUS_PROTOCOL", "SOURCE", "ModbusCollector", "ModbusTarget", "load_modbus_targets"]
@@ -143,12 +143,6 @@ class ModbusCollector:
             )
             for v in values
         ]
-        if series:
-            batch = ReadingBatch(tenant=target.tenant, source=SOURCE, received_at=now, series=series)
-            await self._bus.publish(
-                readings_subject(target.tenant),
-                batch.to_bytes(),
-                msg_id=f"{SOURCE}:{target.tenant}:{target.serial}:{now.isoformat()}",
-            )
+        await publish_read(self._bus, SOURCE, target.tenant, target.serial, now, series)
         outcome.ok, outcome.readings = True, len(series)
         return outcome

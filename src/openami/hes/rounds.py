@@ -1,14 +1,20 @@
-"""What a collection round reports, whatever the protocol: one outcome per meter, totals per round.
+"""What every pull protocol's collection shares: one outcome per meter, totals per round, and the way a
+meter's reading is handed to the bus.
 
-Shared by the DLMS and Modbus collectors so the poller, the logs and ``/metrics`` treat every protocol
-alike.
+Shared by the DLMS, Modbus and M-Bus collectors so the poller, the logs and ``/metrics`` treat every
+protocol alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
-__all__ = ["MeterOutcome", "RoundReport"]
+from openami.bus.base import Bus
+from openami.bus.messages import MeterEvent, ReadingBatch, Series, readings_subject
+
+__all__ = ["MeterOutcome", "RoundReport", "publish_read"]
 
 
 @dataclass(slots=True)
@@ -54,3 +60,27 @@ class RoundReport:
         self.seconds = max(self.seconds, other.seconds)
         for outcome in other.outcomes:
             self.add(outcome)
+
+
+async def publish_read(
+    bus: Bus,
+    source: str,
+    tenant: str,
+    serial: str,
+    read_at: datetime,
+    series: list[Series],
+    events: Sequence[MeterEvent] = (),
+) -> ReadingBatch | None:
+    """One meter's read as one ReadingBatch on ``readings.<tenant>`` (nothing when it holds nothing).
+
+    The message id names the source, meter and time of the read, so a retried publish is stored once.
+    """
+    if not series and not events:
+        return None
+    batch = ReadingBatch(
+        tenant=tenant, source=source, received_at=read_at, series=series, events=list(events)
+    )
+    await bus.publish(
+        readings_subject(tenant), batch.to_bytes(), msg_id=f"{source}:{tenant}:{serial}:{read_at.isoformat()}"
+    )
+    return batch
