@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
+from openami.hes.targets import meter_rows
 from openami.security.keyvault import KeyVault, MeterSecrets
-from openami.store.schema import comm_device, meter, tenant
 
 __all__ = ["DLMS_PROTOCOL", "AddressError", "DlmsEndpoint", "DlmsTarget", "load_targets", "parse_address"]
 
@@ -115,32 +115,10 @@ def load_targets(
 
     Blocking (database and key vault): run it in a thread.
     """
-    query = (
-        select(
-            meter.c.id,
-            meter.c.serial,
-            meter.c.tenant_id,
-            tenant.c.slug,
-            comm_device.c.address,
-        )
-        .join(tenant, tenant.c.id == meter.c.tenant_id)
-        .join(comm_device, comm_device.c.id == meter.c.comm_device_id)
-        .where(
-            meter.c.protocol == DLMS_PROTOCOL,
-            meter.c.status == "active",
-            comm_device.c.address.is_not(None),
-        )
-        .order_by(meter.c.tenant_id, meter.c.id)
-    )
-    if tenant_id is not None:
-        query = query.where(meter.c.tenant_id == tenant_id)
-    if meter_ids is not None:
-        query = query.where(meter.c.id.in_(meter_ids))
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
+    rows = meter_rows(engine, DLMS_PROTOCOL, tenant_id=tenant_id, meter_ids=meter_ids)
     by_tenant: dict[int, list[int]] = {}
     for row in rows:
-        by_tenant.setdefault(row.tenant_id, []).append(row.id)
+        by_tenant.setdefault(row.tenant_id, []).append(row.meter_id)
     secrets = {
         (tid, meter_id): found
         for tid, ids in by_tenant.items()
@@ -154,9 +132,9 @@ def load_targets(
         except AddressError as exc:
             skipped.append((row.serial, str(exc)))
             continue
-        found = secrets.get((row.tenant_id, row.id))
+        found = secrets.get((row.tenant_id, row.meter_id))
         if endpoint.auth != "none" and found is None:
             skipped.append((row.serial, "no keys in the key vault"))
             continue
-        targets.append(DlmsTarget(row.tenant_id, row.slug, row.id, row.serial, endpoint, found))
+        targets.append(DlmsTarget(row.tenant_id, row.tenant, row.meter_id, row.serial, endpoint, found))
     return targets, skipped

@@ -25,16 +25,16 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from openami.bus.base import Bus
 from openami.bus.messages import Series
 from openami.drivers.mbus.client import MbusTcpClient
 from openami.drivers.mbus.errors import MbusDriverError
 from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
+from openami.hes.targets import MeterRow, load_targets
 from openami.protocols.mbus import DataRecord, MbusError
 from openami.protocols.mbus.master import SecondaryAddress
-from openami.store.schema import comm_device, meter, tenant
 
 __all__ = ["MBUS_PROTOCOL", "SOURCE", "MbusCollector", "MbusTarget", "channel_codes", "load_mbus_targets"]
 
@@ -70,26 +70,14 @@ def _endpoint(address: str) -> tuple[str, int, int | None, str | None]:
     return parts.hostname, parts.port, None if primary is None else int(primary), secondary
 
 
+def _target(row: MeterRow) -> MbusTarget:
+    host, port, primary, secondary = _endpoint(row.address)
+    return MbusTarget(row.tenant, row.serial, host, port, primary, secondary)
+
+
 def load_mbus_targets(engine: Engine) -> tuple[list[MbusTarget], list[tuple[str, str]]]:
     """The M-Bus meters to read, and (serial, reason) for those that cannot be. Blocking."""
-    query = (
-        select(meter.c.serial, tenant.c.slug, comm_device.c.address)
-        .join(tenant, tenant.c.id == meter.c.tenant_id)
-        .join(comm_device, comm_device.c.id == meter.c.comm_device_id)
-        .where(meter.c.protocol == MBUS_PROTOCOL, meter.c.status == "active")
-        .order_by(meter.c.id)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    targets, skipped = [], []
-    for row in rows:
-        try:
-            host, port, primary, secondary = _endpoint(row.address or "")
-        except ValueError as exc:
-            skipped.append((row.serial, str(exc)))
-            continue
-        targets.append(MbusTarget(row.slug, row.serial, host, port, primary, secondary))
-    return targets, skipped
+    return load_targets(engine, MBUS_PROTOCOL, _target)
 
 
 def channel_codes(records: Sequence[DataRecord]) -> list[tuple[str, DataRecord]]:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from openami.bus.base import Bus
 from openami.bus.messages import Series
@@ -26,7 +26,7 @@ from openami.drivers.modbus.models import MODELS
 from openami.drivers.modbus.reader import ModbusDriverError, ModbusMeterReader
 from openami.drivers.modbus.registers import RegisterMap
 from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
-from openami.store.schema import comm_device, meter, tenant
+from openami.hes.targets import MeterRow, load_targets
 
 __all__ = ["MODBUS_PROTOCOL", "SOURCE", "ModbusCollector", "ModbusTarget", "load_modbus_targets"]
 
@@ -56,30 +56,17 @@ def _endpoint(address: str) -> tuple[str, int, int]:
     return parts.hostname, parts.port, int(unit)
 
 
+def _target(row: MeterRow) -> ModbusTarget:
+    register_map = MODELS.get(row.model)
+    if register_map is None:
+        raise ValueError(f"no register map for model {row.model!r}")
+    host, port, unit = _endpoint(row.address)
+    return ModbusTarget(row.tenant, row.serial, host, port, unit, register_map)
+
+
 def load_modbus_targets(engine: Engine) -> tuple[list[ModbusTarget], list[tuple[str, str]]]:
     """The Modbus meters to read, and (serial, reason) for those that cannot be. Blocking."""
-    query = (
-        select(meter.c.serial, meter.c.model, tenant.c.slug, comm_device.c.address)
-        .join(tenant, tenant.c.id == meter.c.tenant_id)
-        .join(comm_device, comm_device.c.id == meter.c.comm_device_id)
-        .where(meter.c.protocol == MODBUS_PROTOCOL, meter.c.status == "active")
-        .order_by(meter.c.id)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    targets, skipped = [], []
-    for row in rows:
-        register_map = MODELS.get(row.model)
-        if register_map is None:
-            skipped.append((row.serial, f"no register map for model {row.model!r}"))
-            continue
-        try:
-            host, port, unit = _endpoint(row.address or "")
-        except ValueError as exc:
-            skipped.append((row.serial, str(exc)))
-            continue
-        targets.append(ModbusTarget(row.slug, row.serial, host, port, unit, register_map))
-    return targets, skipped
+    return load_targets(engine, MODBUS_PROTOCOL, _target)
 
 
 def _utcnow() -> datetime:
