@@ -603,6 +603,26 @@ def _capture_bytes(file: Path | None, hex_text: str | None) -> bytes:
         return raw  # not hex text: a binary capture
 
 
+def _capture_parts(file: Path | None, hex_text: str | None) -> list[bytes]:
+    """Several captures from one input: the lines of a hex FILE, or --hex parts separated by commas
+    (``full,compact`` as receivers log a meter's telegrams); binary input is one capture."""
+    if file is not None and hex_text is None:
+        try:
+            text = file.read_bytes().decode("ascii")
+        except UnicodeDecodeError:
+            return [_capture_bytes(file, None)]
+        except OSError as exc:
+            raise CliError(f"cannot read {file}: {exc.strerror or exc}", 2) from None
+    elif hex_text is not None and file is None:
+        text = hex_text
+    else:
+        raise CliError("give exactly one of FILE or --hex", 2)
+    parts = [p for line in text.splitlines() for p in line.split(",") if p.strip() and p.lstrip()[:1] != "#"]
+    if not parts:
+        raise CliError("no telegram in the input", 2)
+    return [_capture_bytes(None, part) for part in parts]
+
+
 @decode_app.command("dlms")
 def decode_dlms(
     file: Annotated[
@@ -659,12 +679,16 @@ def _decode_command(name: str) -> None:
         def go() -> None:
             from openami.protocols.decoders import UndecodableInput, decoder
 
-            data = _capture_bytes(file, hex_text)
+            found = decoder(name)
             try:
-                result = decoder(name).decode(data, _hex_option(key, "--key"))
+                if found.sequence is None:
+                    results = [found.decode(_capture_bytes(file, hex_text), _hex_option(key, "--key"))]
+                else:
+                    results = found.decode_sequence(_capture_parts(file, hex_text), _hex_option(key, "--key"))
             except UndecodableInput as exc:
                 raise CliError(f"undecodable: {exc}", 2) from None
-            print(json.dumps(result, ensure_ascii=False, indent=None if as_json else 1))
+            for result in results:  # several telegrams: one JSON document each, in input order
+                print(json.dumps(result, ensure_ascii=False, indent=None if as_json else 1))
 
         _run(go)
 

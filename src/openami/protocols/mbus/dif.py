@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from openami.protocols.mbus.errors import DecodeError, EncodeError
 
 __all__ = [
+    "BCD_FIELDS",
     "DIF_IDLE_FILLER",
     "DIF_MANUFACTURER",
     "DIF_MORE_RECORDS",
@@ -35,6 +36,8 @@ DIF_GLOBAL_READOUT = 0x7F
 FUNCTIONS = ("instantaneous", "maximum", "minimum", "value_during_error")
 
 VARIABLE = -1
+BCD_FIELDS = frozenset({0x9, 0xA, 0xB, 0xC, 0xE})
+"""Data field codes of BCD values (type A)."""
 FIELD_LENGTHS = (0, 1, 2, 3, 4, 4, 6, 8, 0, 1, 2, 3, 4, VARIABLE, 6, 0)
 """Data field code (DIF bits 0..3) -> bytes: none, int8/16/24/32, real32, int48, int64, selection for
 readout, BCD 2/4/6/8 digits, variable length (LVAR), BCD 12 digits, special function."""

@@ -8,10 +8,12 @@ offset, not an IndexError).
 
 from __future__ import annotations
 
-import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from openami.protocols.mbus.datarecord import DataRecord, Value
 from openami.protocols.mbus.dif import (
+    BCD_FIELDS,
     DIF_GLOBAL_READOUT,
     DIF_IDLE_FILLER,
     DIF_MANUFACTURER,
@@ -22,57 +24,17 @@ from openami.protocols.mbus.dif import (
     parse_dib,
 )
 from openami.protocols.mbus.errors import DecodeError
+from openami.protocols.mbus.profiles import expand_profile, profile_kind
 from openami.protocols.mbus.values import decode_bcd, decode_lvar_length, decode_real, decode_time_point
 from openami.protocols.mbus.vif import ValueInformation, parse_vib
 
-__all__ = ["DataRecord", "Value", "decode_records"]
-
-Value = float | int | str | bytes | None
-"""``None`` only for records that carry no data (data field 0x0 or 0x8, global readout)."""
-
-_BCD_FIELDS = {0x9, 0xA, 0xB, 0xC, 0xE}
-_INT_FIELDS = {0x1, 0x2, 0x3, 0x4, 0x6, 0x7}
-
-
-@dataclass(frozen=True, slots=True)
-class DataRecord:
-    """One data record, its value normalised to the base unit of its quantity.
-
-    ``dif``/``dife``/``vif``/``vife`` and ``raw`` (the data field as sent) keep what the meter said, so
-    a consumer can re-interpret a record this decoder got wrong; ``annotations`` lists the combinable
-    VIFE (``per/h``, ``upper_limit``, ``record_error_5``, unknown ``vife_0x..``).
-    """
-
-    value: Value
-    unit: str | None
-    quantity: str
-    function: str
-    storage: int
-    tariff: int
-    subunit: int
-    dif: int
-    dife: tuple[int, ...] = ()
-    vif: int | None = None
-    vife: tuple[int, ...] = ()
-    annotations: tuple[str, ...] = ()
-    raw: bytes = b""
+__all__ = ["DataRecord", "Value", "decode_records", "record_layout"]
 
 
 def _special(dif: int, data: bytes, pos: int) -> DataRecord:
     function = "more_records_follow" if dif == DIF_MORE_RECORDS else "manufacturer_specific"
     rest = bytes(data[pos + 1 :])
     return DataRecord(rest, None, "manufacturer_specific", function, 0, 0, 0, dif, raw=rest)
-
-
-def _scale(raw: int | float, vib: ValueInformation) -> int | float:
-    """``raw * factor * 10**exponent``; dividing by a power of ten (not multiplying by 0.001) keeps
-    1234 Wh*10^-3 exactly the float 1.234."""
-    value = raw * vib.factor
-    if vib.exponent >= 0:
-        scaled: int | float = value * 10**vib.exponent
-    else:
-        scaled = value / 10**-vib.exponent
-    return scaled
 
 
 def _value(dib: DataInformation, vib: ValueInformation, raw: bytes, coding: str, offset: int) -> Value:
@@ -86,7 +48,7 @@ def _value(dib: DataInformation, vib: ValueInformation, raw: bytes, coding: str,
     if vib.kind in ("date", "datetime") and field in (0x2, 0x3, 0x4, 0x6):
         return decode_time_point(raw)
     number: int | float | str
-    if field in _BCD_FIELDS or coding in ("bcd", "-bcd"):
+    if field in BCD_FIELDS or coding in ("bcd", "-bcd"):
         number = decode_bcd(raw)
         if coding == "-bcd" and isinstance(number, int):
             number = -number
@@ -97,19 +59,27 @@ def _value(dib: DataInformation, vib: ValueInformation, raw: bytes, coding: str,
         number = int.from_bytes(raw, "little", signed=signed)
     if isinstance(number, str) or vib.kind != "number":
         return number
-    return _scale(number, vib)
+    return vib.scale(number)
 
 
-def decode_records(data: bytes, offset: int = 0) -> list[DataRecord]:
-    """Every data record in ``data[offset:]``, an application-data region with no header.
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """Where one data record lies: its DIB+VIB header ``[start, data)`` and its data field
+    ``[value, end)`` (``data`` < ``value`` when an LVAR byte sits between them)."""
 
-    Stable API (the wireless M-Bus decoder depends on it). Idle fillers (DIF 0x2F) are skipped; a
-    manufacturer-specific DIF (0x0F, or 0x1F when more records follow) ends the walk and becomes a last
-    record whose value is the remaining bytes. Raises :class:`DecodeError` with the offset where the
-    structure broke.
-    """
-    data = bytes(data)
-    records: list[DataRecord] = []
+    start: int
+    data: int
+    value: int
+    end: int
+    dib: DataInformation
+    vib: ValueInformation
+    coding: str
+
+
+def _walk(data: bytes, offset: int) -> Iterator[_Span | DataRecord]:
+    """The records of ``data[offset:]`` in order: a :class:`_Span` for each data record, a finished
+    :class:`DataRecord` for the special functions (manufacturer data, global readout). Fillers are
+    skipped; manufacturer data ends the walk."""
     pos = offset
     while pos < len(data):
         dif = data[pos]
@@ -117,10 +87,10 @@ def decode_records(data: bytes, offset: int = 0) -> list[DataRecord]:
             pos += 1
             continue
         if dif in (DIF_MANUFACTURER, DIF_MORE_RECORDS):
-            records.append(_special(dif, data, pos))
-            break
+            yield _special(dif, data, pos)
+            return
         if dif == DIF_GLOBAL_READOUT:
-            records.append(DataRecord(None, None, "global_readout", "instantaneous", 0, 0, 0, dif))
+            yield DataRecord(None, None, "global_readout", "instantaneous", 0, 0, 0, dif)
             pos += 1
             continue
         if dif & 0x0F == 0x0F:
@@ -128,6 +98,7 @@ def decode_records(data: bytes, offset: int = 0) -> list[DataRecord]:
         start = pos
         dib, pos = parse_dib(data, pos)
         vib, pos = parse_vib(data, pos)
+        header_end = pos
         length = FIELD_LENGTHS[dib.data_field]
         coding = "fixed"
         if length == VARIABLE:
@@ -137,18 +108,58 @@ def decode_records(data: bytes, offset: int = 0) -> list[DataRecord]:
             pos += 1
         if pos + length > len(data):
             raise DecodeError(f"data field of {length} bytes runs past the telegram", start)
-        raw = data[pos : pos + length]
-        try:
-            value = _value(dib, vib, raw, coding, pos)
-        except (struct.error, ValueError) as exc:  # pragma: no cover - lengths are checked above
-            raise DecodeError(f"undecodable data field: {exc}", pos) from exc
-        except DecodeError as exc:
-            raise DecodeError(exc.reason, pos) from exc
+        yield _Span(start, header_end, pos, pos + length, dib, vib, coding)
         pos += length
-        records.append(
-            DataRecord(
-                value, vib.unit, vib.quantity, dib.function, dib.storage, dib.tariff, dib.subunit,
-                dib.dif, dib.dife, vib.vif, vib.vife, vib.annotations, raw,
-            )
-        )  # fmt: skip
+
+
+def _records(data: bytes, span: _Span) -> list[DataRecord]:
+    dib, vib = span.dib, span.vib
+    raw = data[span.value : span.end]
+    if profile_kind(dib, vib) is not None:  # its LVAR (< 0xC0, "text") is only the length
+        try:
+            return expand_profile(dib, vib, raw)
+        except DecodeError as exc:
+            raise DecodeError(exc.reason, span.value) from exc
+    try:
+        value = _value(dib, vib, raw, span.coding, span.value)
+    except DecodeError as exc:
+        raise DecodeError(exc.reason, span.value) from exc
+    return [
+        DataRecord(
+            value, vib.unit, vib.quantity, dib.function, dib.storage, dib.tariff, dib.subunit,
+            dib.dif, dib.dife, vib.vif, vib.vife, vib.annotations, raw,
+        )
+    ]  # fmt: skip
+
+
+def decode_records(data: bytes, offset: int = 0) -> list[DataRecord]:
+    """Every data record in ``data[offset:]``, an application-data region with no header.
+
+    Stable API (the wireless M-Bus decoder depends on it). Idle fillers (DIF 0x2F) are skipped; a
+    manufacturer-specific DIF (0x0F, or 0x1F when more records follow) ends the walk and becomes a last
+    record whose value is the remaining bytes; a compact profile (:mod:`~openami.protocols.mbus.profiles`)
+    becomes one record per element. Raises :class:`DecodeError` with the offset where the structure broke.
+    """
+    data = bytes(data)
+    records: list[DataRecord] = []
+    for item in _walk(data, offset):
+        records += [item] if isinstance(item, DataRecord) else _records(data, item)
     return records
+
+
+def record_layout(data: bytes, offset: int = 0) -> tuple[list[tuple[bytes, int]], bool]:
+    """The format of an application-data region: (DIB+VIB bytes, data length or ``VARIABLE``) per data
+    record in order, and whether manufacturer data (DIF 0x0F/0x1F, kept with its DIF in the list) ends
+    it. Compact frames send only the data and name this format by its CRC (its *signature*)."""
+    data = bytes(data)
+    layout: list[tuple[bytes, int]] = []
+    for item in _walk(data, offset):
+        if isinstance(item, DataRecord):
+            if item.quantity == "manufacturer_specific":
+                layout.append((bytes([item.dif]), VARIABLE))
+                return layout, True
+            layout.append((bytes([item.dif]), 0))
+            continue
+        length = VARIABLE if item.data < item.value else item.end - item.value
+        layout.append((data[item.start : item.data], length))
+    return layout, False

@@ -17,12 +17,11 @@ __all__ = ["decode_bcd", "decode_date", "decode_lvar_length", "decode_real", "de
 
 def decode_bcd(raw: bytes) -> int | str:
     """Type A: decimal digits, LSB first; a top ``F`` nibble makes the value negative."""
-    digits = raw[::-1].hex()
-    negative = digits[:1] == "f"
-    if negative:
-        digits = digits[1:] or "0"
+    sent = raw[::-1].hex()
+    negative = sent[:1] == "f"
+    digits = (sent[1:] or "0") if negative else sent
     if not digits.isdigit():
-        return ("-" if negative else "") + digits.upper()
+        return sent.upper()  # error digits (all F: "no value"): the meter's code, not a number
     return -int(digits) if negative else int(digits)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from openami.protocols.mbus.errors import DecodeError
 
-__all__ = ["MAX_VIFE", "ValueInformation", "parse_vib"]
+__all__ = ["MAX_VIFE", "PROFILE_VIFE", "ValueInformation", "parse_vib"]
 
 MAX_VIFE = 10
 
@@ -45,6 +45,16 @@ class ValueInformation:
     kind: str = "number"
     annotations: tuple[str, ...] = ()
     plain_text: str | None = None
+
+    def scale(self, raw: int | float) -> int | float:
+        """``raw * factor * 10**exponent`` in the base unit; dividing by a power of ten (not multiplying
+        by 0.001) keeps 1234 Wh*10^-3 exactly the float 1.234."""
+        value = raw * self.factor
+        if self.exponent >= 0:
+            scaled: int | float = value * 10**self.exponent
+        else:
+            scaled = value / 10**-self.exponent
+        return scaled
 
 
 Entry = tuple[str, str | None, int, int, str]
@@ -182,6 +192,10 @@ def _fb(code: int) -> Entry:
     return "reserved", None, 0, 1, "number"
 
 
+PROFILE_VIFE = {0x13: "inverse_compact_profile", 0x1E: "compact_profile_with_registers",
+                0x1F: "compact_profile"}  # fmt: skip
+"""EN 13757-3:2018 combinable VIFE that announce a compact profile when the data field is variable-length
+(DIF 0xD); on any other field they keep their older meaning, a record error code."""
 _PER = {0x20: "/s", 0x21: "/min", 0x22: "/h", 0x23: "/d", 0x24: "/week", 0x25: "/month", 0x26: "/year",
         0x2C: "/l", 0x2D: "/m3", 0x2E: "/kg", 0x2F: "/K", 0x30: "/kWh", 0x31: "/GJ", 0x32: "/kW",
         0x33: "/(K*l)", 0x34: "/V", 0x35: "/A", 0x36: "*s", 0x37: "*s/V", 0x38: "*s/A"}  # fmt: skip

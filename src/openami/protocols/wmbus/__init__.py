@@ -6,10 +6,12 @@ plain application data to the EN 13757-3 record decoder of :mod:`openami.protoco
 a :class:`WmbusError`; see :mod:`openami.protocols.wmbus.errors` for which one means what.
 """
 
+from openami.protocols.wmbus.compact import FormatCache
 from openami.protocols.wmbus.errors import (
     AuthenticationError,
     DecodeError,
     DecryptionError,
+    FormatUnknownError,
     FrameError,
     KeyRequiredError,
     SecurityError,
@@ -19,13 +21,15 @@ from openami.protocols.wmbus.errors import (
 )
 from openami.protocols.wmbus.ingest import IngestedTelegram, LineParser, parse_line
 from openami.protocols.wmbus.link import Address, LinkFrame, crc16_en13757, parse_link
-from openami.protocols.wmbus.telegram import WmbusTelegram, decode_telegram, to_json
+from openami.protocols.wmbus.telegram import WmbusTelegram, decode_telegram, decode_telegrams, to_json
 
 __all__ = [
     "Address",
     "AuthenticationError",
     "DecodeError",
     "DecryptionError",
+    "FormatCache",
+    "FormatUnknownError",
     "FrameError",
     "IngestedTelegram",
     "KeyRequiredError",
@@ -38,6 +42,7 @@ __all__ = [
     "WmbusTelegram",
     "crc16_en13757",
     "decode_telegram",
+    "decode_telegrams",
     "parse_line",
     "parse_link",
     "to_json",

@@ -12,6 +12,8 @@ __all__ = [
     "AuthenticationError",
     "DecodeError",
     "DecryptionError",
+    "EncodeError",
+    "FormatUnknownError",
     "FrameError",
     "KeyRequiredError",
     "SecurityError",
@@ -34,6 +36,11 @@ class DecodeError(WmbusError):
         self.offset = offset
 
 
+class EncodeError(WmbusError, ValueError):
+    """A telegram the encoder was asked to build cannot exist: a value too large for its data field, too
+    many encrypted blocks, a key of the wrong length. A caller's mistake, hence also a ``ValueError``."""
+
+
 class FrameError(DecodeError):
     """A broken link-layer frame: length field disagreeing with the data, or a block CRC mismatch."""
 
@@ -49,6 +56,17 @@ class UnsupportedCIError(DecodeError):
     def __init__(self, ci: int, offset: int | None = None, what: str = "unsupported") -> None:
         super().__init__(f"{what} CI field 0x{ci:02X}", offset)
         self.ci = ci
+
+
+class FormatUnknownError(UnsupportedCIError):
+    """A compact frame whose format (named by its signature) has not been seen in a full frame of this
+    meter model yet, or whose rebuilt frame fails the full-frame CRC. Not a reception fault either: the
+    next full frame teaches the format."""
+
+    def __init__(self, ci: int, signature: int, what: str = "format not seen in a full frame yet") -> None:
+        DecodeError.__init__(self, f"compact frame (CI 0x{ci:02X}, signature 0x{signature:04X}): {what}")
+        self.ci = ci
+        self.signature = signature
 
 
 class SecurityError(WmbusError):

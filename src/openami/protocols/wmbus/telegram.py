@@ -14,10 +14,12 @@ once in 65 536 telegrams, which only ever yields a :class:`DecodeError` from the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from openami.protocols.wmbus import apl, registry
+from openami.protocols.wmbus.compact import COMPACT_CIS, FULL_CIS, FormatCache
 from openami.protocols.wmbus.errors import (
     DecodeError,
     DecryptionError,
@@ -40,10 +42,7 @@ from openami.protocols.wmbus.transport import (
     parse_tpl,
 )
 
-__all__ = ["WmbusTelegram", "decode_telegram", "to_json"]
-
-#: TPL CIs whose application data is EN 13757-3 records (0x79 compact frames need a known format).
-_RECORD_CIS = frozenset({0x72, 0x7A, 0x78})
+__all__ = ["WmbusTelegram", "decode_telegram", "decode_telegrams", "to_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +144,14 @@ def _tpl_payload(
         raise
 
 
-def decode_telegram(data: bytes, *, key: bytes | None = None, crc: CrcMode = "auto") -> WmbusTelegram:
+def decode_telegram(
+    data: bytes, *, key: bytes | None = None, crc: CrcMode = "auto", formats: FormatCache | None = None
+) -> WmbusTelegram:
     """Decode one telegram (link layer on). ``key`` is the meter's AES-128 key when it encrypts.
+
+    ``formats`` is the receiver's memory of full frames: given one, full frames teach it their format and
+    compact frames (CI 0x79/0x7B/0x73) are rebuilt from it (:class:`FormatUnknownError` until the meter
+    model's full frame has been seen); without one, compact frames are an :class:`UnsupportedCIError`.
 
     Raises :class:`~openami.protocols.wmbus.errors.WmbusError` subclasses only: ``DecodeError`` (incl.
     ``FrameError``, ``UnsupportedCIError``) for bad or unsupported bytes, ``SecurityError`` (incl.
@@ -187,11 +192,30 @@ def decode_telegram(data: bytes, *, key: bytes | None = None, crc: CrcMode = "au
     address = tpl.address or link.address
     app, tpl_decrypted = _tpl_payload(body, tpl_start, pos, tpl, afl, address, key)
     decrypted = decrypted or tpl_decrypted
-    if tpl.ci not in _RECORD_CIS:
-        if tpl.ci == 0x79:
-            raise UnsupportedCIError(0x79, tpl_start, "compact frame (format unknown) at")
+    if tpl.ci in COMPACT_CIS:
+        if formats is None:
+            raise UnsupportedCIError(tpl.ci, tpl_start, "compact frame (no format cache given) at")
+        app = formats.expand(tpl.ci, address, app)
+    elif tpl.ci not in FULL_CIS:
         return WmbusTelegram(link, ell, afl, tpl, app, decrypted=decrypted, manufacturer_data=app)
-    return WmbusTelegram(link, ell, afl, tpl, app, apl.decode_records(app), decrypted)
+    records = apl.decode_records(app)
+    if formats is not None and tpl.ci in FULL_CIS:
+        formats.learn(address, app)
+    return WmbusTelegram(link, ell, afl, tpl, app, records, decrypted)
+
+
+def decode_telegrams(telegrams: Sequence[bytes], *, key: bytes | None = None) -> list[WmbusTelegram]:
+    """Decode telegrams received in this order (one key for all), sharing one :class:`FormatCache` so a
+    compact frame after its meter model's full frame decodes. Raises on the first bad telegram, with its
+    position (a :class:`WmbusError` whose ``__cause__`` is the telegram's own error)."""
+    formats = FormatCache()
+    out = []
+    for index, data in enumerate(telegrams, 1):
+        try:
+            out.append(decode_telegram(data, key=key, formats=formats))
+        except WmbusError as exc:
+            raise WmbusError(f"telegram {index} of {len(telegrams)}: {exc}") from exc
+    return out
 
 
 def _manufacturer_values(address: Address, raw: bytes) -> dict[str, int | float | str]:

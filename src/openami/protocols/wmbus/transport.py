@@ -42,9 +42,11 @@ ELL_CIS: Final[dict[int, tuple[bool, bool]]] = {
     0x8F: (True, True),
 }
 AFL_CI: Final = 0x90
-#: TPL CIs decoded here -> header kind. 0x73 is the long header in front of non-record (format/compact)
-#: application data as some heat meters send it: its header is parsed, its payload kept raw.
-TPL_CIS: Final[dict[int, str]] = {0x72: "long", 0x73: "long", 0x7A: "short", 0x78: "none", 0x79: "none"}
+#: TPL CIs decoded here -> header kind: full frames 0x78/0x7A/0x72 and their compact forms 0x79/0x7B/0x73
+#: (no, short, long header; see :mod:`openami.protocols.wmbus.compact`).
+TPL_CIS: Final[dict[int, str]] = {
+    0x72: "long", 0x73: "long", 0x7A: "short", 0x7B: "short", 0x78: "none", 0x79: "none"
+}  # fmt: skip
 #: Manufacturer-specific CI range: the payload is handed to the registry or kept as raw bytes.
 MANUFACTURER_CIS: Final = range(0xA0, 0xB8)
 #: CIs recognised but not decoded, for a precise error message.
