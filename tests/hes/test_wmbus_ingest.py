@@ -67,3 +67,18 @@ async def test_without_a_vault_or_a_key_encrypted_telegrams_are_refused(engine: 
     stranger = stripped.replace(bytes.fromhex("78563412"), bytes.fromhex("11111111"), 1).hex()
     result = await WmbusIngest(KeyVault(engine, bytes(range(32)))).handle("acme", stranger, NOW)
     assert result.rejected[0].startswith("line 1: no key stored for wM-Bus address")
+
+
+async def test_compact_frames_decode_after_a_full_frame_of_their_model(engine: Engine) -> None:
+    from tests.protocols.wmbus.builders import frame
+    from tests.protocols.wmbus.test_compact import FULL_APP, _compact
+
+    ingest = WmbusIngest(_vault(engine))
+    early = await ingest.handle("acme", _compact(FULL_APP).hex(), NOW)
+    assert early.batch is None and "format not seen" in early.rejected[0]
+    await ingest.handle("acme", frame(b"\x78" + FULL_APP).hex(), NOW)
+    later = await ingest.handle("acme", _compact(FULL_APP).hex(), NOW)
+    assert later.batch is not None and not later.rejected
+    assert {s.channel: s.points[0][1] for s in later.batch.series}["volume"] == 12.352
+    other = await ingest.handle("other", _compact(FULL_APP).hex(), NOW)  # formats are per tenant
+    assert other.batch is None

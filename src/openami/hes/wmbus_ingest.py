@@ -12,6 +12,10 @@ inject readings for another's meters.
 Readings go on the meter's channels named as for wired M-Bus (:func:`~openami.hes.mbus_collector
 .channel_codes`), stamped with the time the gateway's message was received. A line that cannot be used
 is reported with its reason and costs only itself.
+
+Compact frames (the data without their record headers) decode once the head-end has seen a full frame of
+the same meter model: formats are remembered per tenant (:class:`~openami.protocols.wmbus.FormatCache`),
+so a gateway's compact frames never depend on what another tenant's meters sent.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from datetime import datetime
 from openami.bus.messages import ReadingBatch, Series
 from openami.hes.mbus_collector import channel_codes
 from openami.protocols.wmbus import (
+    FormatCache,
     KeyRequiredError,
     WmbusError,
     WmbusTelegram,
@@ -53,6 +58,7 @@ class WmbusIngest:
 
     def __init__(self, vault: KeyVault | None) -> None:
         self._vault = vault
+        self._formats: dict[str, FormatCache] = {}
 
     async def handle(self, tenant: str, text: str, received_at: datetime) -> WmbusResult:
         series: list[Series] = []
@@ -87,14 +93,15 @@ class WmbusIngest:
         received = parse_line(line)
         if received is None:
             return "", None
+        formats = self._formats.setdefault(tenant, FormatCache())
         try:
-            telegram = decode_telegram(received.frame)
+            telegram = decode_telegram(received.frame, formats=formats)
             keys = None
         except KeyRequiredError:
             keys = await self._keys(received.frame)
             if keys.tenant != tenant:
                 raise _Refused("the meter's keys belong to another tenant") from None
-            telegram = decode_telegram(received.frame, key=keys.encryption_key)
+            telegram = decode_telegram(received.frame, key=keys.encryption_key, formats=formats)
         address = telegram.address
         serial = keys.meter_serial if keys is not None and keys.meter_serial else None
         return serial or f"{address.manufacturer}-{address.id}", telegram

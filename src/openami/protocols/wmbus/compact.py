@@ -47,10 +47,11 @@ class Format:
         """The full frame's application data with ``data``'s fields behind their headers."""
         out = bytearray()
         pos = 0
-        for header, length in self.layout:
+        last = len(self.layout) - 1
+        for index, (header, length) in enumerate(self.layout):
             out += header
-            if length == VARIABLE and self.manufacturer_tail and header == self.layout[-1][0]:
-                out += data[pos:]
+            if index == last and self.manufacturer_tail:
+                out += data[pos:]  # manufacturer data: whatever is left
                 return bytes(out)
             if length == VARIABLE:
                 if pos >= len(data):
