@@ -15,6 +15,7 @@ import math
 from functools import cache
 from typing import Any
 
+from openami.protocols.mbus import decode_frame
 from openami.protocols.wmbus import FormatCache, FormatUnknownError, WmbusError, decode_telegram
 from openami.protocols.wmbus.ingest import parse_hex
 from tests.conftest import corpora_dir
@@ -189,3 +190,24 @@ def test_expected_fields_among_decoded_values() -> None:
         f" {len(_rows()) - len(rows)} rows without records (manufacturer CI, unknown compact format, DES)"
     )
     assert share >= FIELD_SHARE_GOAL
+
+
+def test_wired_frames_in_the_corpus() -> None:
+    """The corpus also holds wired M-Bus frames (0x68 ...) read through M-Bus converters: the same records
+    through the wired decoder, every expected numeric field found."""
+    found = total = frames = 0
+    for row in _rows():
+        for part in row["telegram_hex"].split(","):
+            try:
+                data = parse_hex(part)
+            except WmbusError:
+                continue
+            if data[:1] != b"\x68":
+                continue
+            frames += 1
+            decoded = _numbers(decode_frame(data))
+            for name, value in _expected(row):
+                total += 1
+                found += _found(name, value, decoded)
+    print(f"\nwmbusmeters wired frames: {found}/{total} fields over {frames} frames")
+    assert frames >= 20 and found == total
