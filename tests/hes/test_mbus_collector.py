@@ -1,6 +1,10 @@
-"""M-Bus meters read by the head-end through a simulated M-Bus-to-TCP converter, into the store."""
+"""M-Bus meters read by the head-end through a simulated M-Bus-to-TCP converter or a serial line (a
+pty), into the store."""
 
 from __future__ import annotations
+
+import asyncio
+import os
 
 import pytest
 from sqlalchemy import insert, select
@@ -16,15 +20,19 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _register(platform: Platform, port: int) -> None:
-    tenant_id = create_tenant_with_admin(platform.engine, "mb", "MB", "UTC", "admin", "pw-pw-pw-1").tenant_id
     meters = (
         ("HEAT-12345678", "heat", "primary=1"),
         ("WATER-87654321", "water", "secondary=87654321"),
         ("WATER-NONE", "water", "primary=9"),  # nobody answers at 9
         ("BAD-ADDRESS", "water", "primary=1&secondary=12345678"),
     )
+    _insert(platform, [(s, m, f"mbus+tcp://127.0.0.1:{port}?{q}") for s, m, q in meters])
+
+
+def _insert(platform: Platform, meters: list[tuple[str, str, str]]) -> None:
+    tenant_id = create_tenant_with_admin(platform.engine, "mb", "MB", "UTC", "admin", "pw-pw-pw-1").tenant_id
     with platform.engine.begin() as conn:
-        for serial, medium, query in meters:
+        for serial, medium, address in meters:
             device = conn.execute(
                 insert(comm_device)
                 .values(
@@ -32,7 +40,7 @@ def _register(platform: Platform, port: int) -> None:
                     ident=f"CONV-{serial}",
                     kind="gateway",
                     protocol="mbus",
-                    address=f"mbus+tcp://127.0.0.1:{port}?{query}",
+                    address=address,
                 )
                 .returning(comm_device.c.id)
             ).scalar_one()
@@ -47,6 +55,17 @@ def _register(platform: Platform, port: int) -> None:
             )
 
 
+def _stored(platform: Platform) -> dict[str, float]:
+    with platform.engine.connect() as conn:
+        return dict(
+            conn.execute(
+                select(meter.c.serial + ":" + channel.c.code, register_read.c.value)
+                .join(channel, channel.c.meter_id == meter.c.id)
+                .join(register_read, register_read.c.channel_id == channel.c.id)
+            ).all()
+        )
+
+
 async def test_mbus_meters_are_read_into_the_store(platform: Platform) -> None:
     async with MbusBusSimulator() as bus:
         _register(platform, bus.port)
@@ -59,16 +78,48 @@ async def test_mbus_meters_are_read_into_the_store(platform: Platform) -> None:
     assert (report.succeeded, report.failed) == (2, 1)
     assert list(report.errors) == ["MbusTimeout"]
     await platform.settle()
-    with platform.engine.connect() as conn:
-        stored = dict(
-            conn.execute(
-                select(meter.c.serial + ":" + channel.c.code, register_read.c.value)
-                .join(channel, channel.c.meter_id == meter.c.id)
-                .join(register_read, register_read.c.channel_id == channel.c.id)
-            ).all()
-        )
+    stored = _stored(platform)
     assert stored["HEAT-12345678:energy"] == 123456 * 1000.0  # 123456 kWh in Wh
     assert stored["WATER-87654321:volume"] == pytest.approx(4.242)  # 4242 l in m3
+
+
+async def test_mbus_meters_on_a_serial_line(platform: Platform) -> None:
+    """A level converter's tty (a pty here), meters on it read in turn; a wrong rate or a missing tty
+    fails only its meters, an unusable address is skipped."""
+    simulator = MbusBusSimulator()
+    master, slave = os.openpty()
+    task = asyncio.create_task(simulator.serve_fd(master))
+    tty = os.ttyname(slave)
+    try:
+        _insert(
+            platform,
+            [
+                ("HEAT-12345678", "heat", f"mbus+serial://{tty}?baud=2400&primary=1"),
+                ("WATER-87654321", "water", f"mbus+serial://{tty}?secondary=87654321"),  # 2400 by default
+                ("WATER-12345699", "water", f"mbus+serial://{tty}?baud=2400&primary=2"),
+                ("WATER-FAST", "water", f"mbus+serial://{tty}?baud=9600&primary=5"),  # it listens at 2400
+                ("WATER-GONE", "water", "mbus+serial:///dev/nonexistent-tty?primary=1"),
+                ("BAD-BAUD", "water", f"mbus+serial://{tty}?baud=1234&primary=3"),
+                ("BAD-HOST", "water", f"mbus+serial://host{tty}?primary=3"),
+            ],
+        )
+        targets, skipped = load_mbus_targets(platform.engine)
+        assert [(t.bus, t.baudrate) for t in targets[:2]] == [(tty, 2400), (tty, 2400)]
+        assert [serial for serial, _ in skipped] == ["BAD-BAUD", "BAD-HOST"]
+        assert platform.mbus is not None
+        platform.mbus.timeout_s = 0.3
+        report = await platform.mbus.collect_all()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        os.close(slave)
+    assert (report.succeeded, report.failed) == (3, 2)
+    assert report.errors == {"MbusTimeout": 1, "MbusUnreachable": 1}
+    await platform.settle()
+    stored = _stored(platform)
+    assert stored["HEAT-12345678:energy"] == 123456 * 1000.0
+    assert stored["WATER-87654321:volume"] == pytest.approx(4.242)
+    assert stored["WATER-12345699:volume"] == pytest.approx(98.765)
 
 
 def test_channel_codes_name_records_stably() -> None:

@@ -1,9 +1,16 @@
 """The head-end's wired M-Bus pull driver: each round reads every M-Bus meter through its converter.
 
-A meter is read when its ``protocol`` is ``mbus``, it is active, and its communication device (the
-M-Bus-to-TCP converter) has an address ``mbus+tcp://host:port?primary=N`` or ``?secondary=12345678``
-(the meter's 8-digit id). Meters on one converter share one bus, so they are read one after the other
-per converter while converters are read in parallel.
+A meter is read when its ``protocol`` is ``mbus``, it is active, and its communication device has an
+address naming the bus and the meter on it:
+
+- ``mbus+tcp://host:port?primary=N`` or ``?secondary=12345678`` (the meter's 8-digit id): behind an
+  M-Bus-to-TCP converter;
+- ``mbus+serial:///dev/ttyUSB0?baud=2400&primary=N`` (or ``&secondary=``): behind a level converter
+  on a local tty, 8E1 at ``baud`` (300..38400, default 2400: the rate the meter listens at; the
+  collector does not switch rates).
+
+Meters on one converter or tty share one bus, so they are read one after the other per bus while
+buses are read in parallel.
 
 Each current value (storage 0, numeric) becomes a register reading on a channel named after the record:
 its quantity (``energy``, ``volume``, ``flow_temperature`` ...), then ``:t<tariff>``, ``:u<subunit>``
@@ -29,12 +36,12 @@ from sqlalchemy import Engine
 
 from openami.bus.base import Bus
 from openami.bus.messages import Series
-from openami.drivers.mbus.client import MbusTcpClient
+from openami.drivers.mbus.client import MbusClient, MbusSerialClient, MbusTcpClient
 from openami.drivers.mbus.errors import MbusDriverError
 from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
 from openami.hes.targets import MeterRow, load_targets
 from openami.protocols.mbus import DataRecord, MbusError
-from openami.protocols.mbus.master import SecondaryAddress
+from openami.protocols.mbus.master import BAUDRATE_CI, DEFAULT_BAUDRATE, SecondaryAddress
 
 __all__ = ["MBUS_PROTOCOL", "SOURCE", "MbusCollector", "MbusTarget", "channel_codes", "load_mbus_targets"]
 
@@ -49,16 +56,40 @@ class MbusTarget:
     tenant: str
     serial: str
     host: str
+    """The converter's host; empty for a meter on a local tty (:attr:`path`)."""
     port: int
     primary: int | None
     secondary: str | None
+    path: str | None = None
+    """The tty of an ``mbus+serial`` bus."""
+    baudrate: int = DEFAULT_BAUDRATE
+    """The rate the tty runs at for this meter (``mbus+serial`` only)."""
+
+    @property
+    def bus(self) -> str:
+        """Which bus the meter is on: meters of one bus are read one after the other."""
+        return self.path if self.path is not None else f"{self.host}:{self.port}"
 
 
-def _endpoint(address: str) -> tuple[str, int, int | None, str | None]:
+def _endpoint(address: str) -> tuple[str, int, int | None, str | None, str | None, int]:
     parts = urlsplit(address.strip())
-    if parts.scheme != "mbus+tcp" or not parts.hostname or parts.port is None:
-        raise ValueError(f"{address!r}: expected mbus+tcp://host:port?primary=N or ?secondary=ID")
     query = parse_qs(parts.query)
+    path, baudrate = None, DEFAULT_BAUDRATE
+    if parts.scheme == "mbus+tcp" and parts.hostname and parts.port is not None:
+        host, port = parts.hostname, parts.port
+    elif parts.scheme == "mbus+serial":
+        if parts.netloc or not parts.path.startswith("/"):
+            raise ValueError(f"{address!r}: expected mbus+serial:///dev/ttyX?baud=2400&primary=N")
+        path = parts.path
+        baud = query["baud"][-1] if "baud" in query else str(DEFAULT_BAUDRATE)
+        if not baud.isdigit() or int(baud) not in BAUDRATE_CI:
+            raise ValueError(f"{address!r}: baud must be one of {', '.join(map(str, BAUDRATE_CI))}")
+        host, port, baudrate = "", 0, int(baud)
+    else:
+        raise ValueError(
+            f"{address!r}: expected mbus+tcp://host:port?primary=N (or ?secondary=ID),"
+            " or mbus+serial:///dev/ttyX?baud=2400&primary=N"
+        )
     primary = query["primary"][-1] if "primary" in query else None
     secondary = query["secondary"][-1] if "secondary" in query else None
     if secondary is not None and (len(secondary) != 8 or not secondary.isdigit()):
@@ -67,12 +98,12 @@ def _endpoint(address: str) -> tuple[str, int, int | None, str | None]:
         raise ValueError(f"{address!r}: primary must be 1..250")
     if (primary is None) == (secondary is None):
         raise ValueError(f"{address!r}: give exactly one of primary= or secondary=")
-    return parts.hostname, parts.port, None if primary is None else int(primary), secondary
+    return host, port, None if primary is None else int(primary), secondary, path, baudrate
 
 
 def _target(row: MeterRow) -> MbusTarget:
-    host, port, primary, secondary = _endpoint(row.address)
-    return MbusTarget(row.tenant, row.serial, host, port, primary, secondary)
+    host, port, primary, secondary, path, baudrate = _endpoint(row.address)
+    return MbusTarget(row.tenant, row.serial, host, port, primary, secondary, path, baudrate)
 
 
 def load_mbus_targets(engine: Engine) -> tuple[list[MbusTarget], list[tuple[str, str]]]:
@@ -122,9 +153,9 @@ class MbusCollector:
     async def collect(self, targets: Sequence[MbusTarget]) -> RoundReport:
         started = time.perf_counter()
         report = RoundReport(meters=len(targets))
-        buses: dict[tuple[str, int], list[MbusTarget]] = defaultdict(list)
+        buses: dict[str, list[MbusTarget]] = defaultdict(list)
         for target in targets:
-            buses[target.host, target.port].append(target)
+            buses[target.bus].append(target)
 
         async def one_bus(members: list[MbusTarget]) -> None:
             for target in members:  # one master at a time on a bus
@@ -138,7 +169,12 @@ class MbusCollector:
         outcome = MeterOutcome(target.serial)
         now = self._now()
         try:
-            async with MbusTcpClient(target.host, target.port, timeout=self.timeout_s) as client:
+            client: MbusClient
+            if target.path is not None:
+                client = MbusSerialClient(target.path, baudrate=target.baudrate, timeout=self.timeout_s)
+            else:
+                client = MbusTcpClient(target.host, target.port, timeout=self.timeout_s)
+            async with client:
                 if target.secondary is not None:
                     telegram = await client.read_secondary(SecondaryAddress(target.secondary))
                 else:

@@ -11,6 +11,12 @@ the meter's is answered with the identification; in mode C the meter then waits 
 and sends the data message (at rate ``Z``: nothing to switch over TCP or a pty); in modes A and B the
 data message follows the identification at once. Lines it does not understand are ignored, as a meter
 on a shared bus ignores traffic not for it. Programming mode (``ACK 0 Z 1``) is refused with NAK.
+
+Several meters on one line (an RS-485 multidrop bus behind one converter): :class:`BusSession` gives
+every meter the bytes on the line. A meter answers only a sign-on with its own address; a sign-on
+without an address (``/?!``) is answered only when the meter is alone on the line, since on a bus every
+meter would answer it at once; a sign-on for another meter ends a meter's pending session. Two meters
+given the same address answer together, and their answers run into each other as on the wire.
 """
 
 from __future__ import annotations
@@ -18,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Final
+from typing import Final, Self
 
 from openami.drivers.dlms.transport import ByteReader, ByteWriter, FdStream
 from openami.protocols.iec62056_21.errors import DecodeError
@@ -38,7 +44,14 @@ from openami.protocols.iec62056_21.messages import (
     parse_request,
 )
 
-__all__ = ["IecMeterServer", "MeterSession", "SimulatedIecMeter", "serve_iec_fd", "serve_iec_stream"]
+__all__ = [
+    "BusSession",
+    "IecMeterServer",
+    "MeterSession",
+    "SimulatedIecMeter",
+    "serve_iec_fd",
+    "serve_iec_stream",
+]
 
 _MAX_LINE: Final = 128
 _MODE_A_CHAR: Final = "Z"
@@ -128,18 +141,20 @@ class SimulatedIecMeter:
         """``STX data block ! CR LF ETX BCC`` at ``at`` (default: the meter's clock now)."""
         return encode_data_message(self.data_block(at))
 
-    def session(self) -> MeterSession:
-        return MeterSession(self)
+    def session(self, *, shared: bool = False) -> MeterSession:
+        return MeterSession(self, shared=shared)
 
 
 class MeterSession:
     """The meter side of one line, sans-IO: :meth:`receive` bytes, get the bytes to answer.
 
     ``baudrate`` is the rate the meter would now talk at (300 after a sign-on, then the chosen one).
+    ``shared``: other meters are on the line, so a sign-on without an address is not answered.
     """
 
-    def __init__(self, meter: SimulatedIecMeter) -> None:
+    def __init__(self, meter: SimulatedIecMeter, *, shared: bool = False) -> None:
         self.meter = meter
+        self.shared = shared
         self.baudrate = 300
         self.awaiting_option = False
         self._buffer = bytearray()
@@ -176,8 +191,10 @@ class MeterSession:
             address = parse_request(line)
         except DecodeError:
             return b""
-        if address not in ("", self.meter.address):
-            return b""  # another meter's sign-on on a shared bus
+        mine = address == self.meter.address if address else not self.shared
+        if not mine:
+            self.awaiting_option = False  # another meter's sign-on: whatever this one had is over
+            return b""
         self.baudrate = 300
         meter = self.meter
         reply = encode_identification(meter.identification)
@@ -189,9 +206,31 @@ class MeterSession:
         return reply + meter.data_message()
 
 
-async def serve_iec_stream(meter: SimulatedIecMeter, reader: ByteReader, writer: ByteWriter) -> None:
-    """Answer as ``meter`` on one byte stream until end of stream; the caller closes it."""
-    session = meter.session()
+class BusSession:
+    """The meters on one line, sans-IO (see the module docstring): every meter hears every byte."""
+
+    def __init__(self, meters: Sequence[SimulatedIecMeter]) -> None:
+        if not meters:
+            raise ValueError("a line needs at least one meter")
+        shared = len(meters) > 1
+        self.sessions = [meter.session(shared=shared) for meter in meters]
+
+    def receive(self, data: bytes) -> bytes:
+        return b"".join(session.receive(data) for session in self.sessions)
+
+
+Meters = SimulatedIecMeter | Sequence[SimulatedIecMeter]
+"""One meter on a line, or several on one multidrop bus."""
+
+
+def _as_list(meters: Meters) -> list[SimulatedIecMeter]:
+    return [meters] if isinstance(meters, SimulatedIecMeter) else list(meters)
+
+
+async def serve_iec_stream(meters: Meters, reader: ByteReader, writer: ByteWriter) -> None:
+    """Answer as ``meters`` (one, or a bus of them) on one byte stream until end of stream; the caller
+    closes it."""
+    session = BusSession(_as_list(meters))
     while data := await reader.read(0x10000):
         reply = session.receive(data)
         if reply:
@@ -199,15 +238,15 @@ async def serve_iec_stream(meter: SimulatedIecMeter, reader: ByteReader, writer:
             await writer.drain()
 
 
-async def serve_iec_fd(meter: SimulatedIecMeter, fd: int) -> None:
-    """Serve ``meter`` on the open serial descriptor ``fd`` (a tty, or a pty master in tests).
+async def serve_iec_fd(meters: Meters, fd: int) -> None:
+    """Serve ``meters`` on the open serial descriptor ``fd`` (a tty, or a pty master in tests).
 
     Takes ownership of ``fd``; returns at end of file or when the line fails (a pty master reads EIO
     once no process holds the slave open), runs until cancelled otherwise.
     """
     stream = FdStream(fd)
     try:
-        await serve_iec_stream(meter, stream, stream)
+        await serve_iec_stream(meters, stream, stream)
     except OSError:
         pass  # the line went away: stop answering, as a meter would
     finally:
@@ -215,11 +254,15 @@ async def serve_iec_fd(meter: SimulatedIecMeter, fd: int) -> None:
 
 
 class IecMeterServer:
-    """Serves one meter on a loopback TCP port, as an RS-485/optical-to-TCP converter would expose it
-    (``port`` 0: the OS picks; read :attr:`port` after :meth:`start`)."""
+    """Serves one meter, or a multidrop bus of them, on a loopback TCP port, as an RS-485/optical-to-TCP
+    converter would expose it (``port`` 0: the OS picks; read :attr:`port` after :meth:`start`). Every
+    connection is a line of its own to the same meters."""
 
-    def __init__(self, meter: SimulatedIecMeter, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.meter = meter
+    def __init__(self, meters: Meters, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.meters = _as_list(meters)
+        if not self.meters:
+            raise ValueError("a converter needs at least one meter")
+        self.meter = self.meters[0]
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
@@ -237,7 +280,7 @@ class IecMeterServer:
             await self._server.wait_closed()
             self._server = None
 
-    async def __aenter__(self) -> IecMeterServer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -247,7 +290,7 @@ class IecMeterServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
-            await serve_iec_stream(self.meter, reader, writer)
+            await serve_iec_stream(self.meters, reader, writer)
         except ConnectionError:
             pass
         finally:

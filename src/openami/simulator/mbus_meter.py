@@ -1,21 +1,35 @@
-"""A virtual wired M-Bus on a loopback TCP port, as seen through an M-Bus-to-TCP converter.
+"""A virtual wired M-Bus on a loopback TCP port (an M-Bus-to-TCP converter) or on a serial line (a pty).
 
-Meters (heat and water by default) answer SND_NKE, REQ_UD2 (primary address, 0xFD when selected, 0xFE)
-and selection by secondary address (SND_UD, CI 0x52, F nibbles and 0xFF bytes as wildcards). When
+Meters (heat and water by default) answer SND_NKE, REQ_UD2 (primary address, 0xFD when selected, 0xFE),
+selection by secondary address (SND_UD, CI 0x52, F nibbles and 0xFF bytes as wildcards), the
+application reset (SND_UD CI 0x50: the next readout starts at its first telegram) and the baud-rate
+switch (SND_UD CI 0xB8..0xBF: acknowledged at the old rate, then the meter listens at the new). When
 several meters answer at once the bytes collide as on the wire, where a 0 bit from any slave wins:
 the simulator sends the bytewise AND of the answers. E5 AND E5 is still E5, so a selection that hits
 several meters looks fine until the data request garbles, exactly the case a real search must handle.
 
 Long readouts are split over several telegrams (DIF 0x1F) and follow the frame count bit: a REQ_UD2
 repeating the previous FCB gets the previous telegram again, a toggled one the next.
+
+Baud rates: each meter listens at its own rate (2400 to begin with) and hears only frames sent at that
+rate, as a UART at another rate reads garbage. Served on a pty (:meth:`MbusBusSimulator.serve_fd`) the
+rate a frame was sent at is the tty's speed when it arrives; after acknowledging a switch the simulator
+sets the tty to the new rate, as the meter's side of the line would (a Linux pty has one set of termios
+attributes for both ends, so the master's tty shows the new speed too). Over TCP the converter's bus
+side runs at ``converter_baudrate``, and follows a switch only when ``converter_follows`` says so:
+otherwise a switched meter goes silent for that converter, as on real installations.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import termios
 from dataclasses import dataclass, field
+from typing import Final
 
+from openami.drivers.dlms.transport import FdStream, serial_speed
+from openami.drivers.lines import tty_baudrate
 from openami.protocols.mbus.dif import encode_dib
 from openami.protocols.mbus.frames import (
     ACK,
@@ -34,11 +48,22 @@ from openami.protocols.mbus.master import (
     ADDRESS_BROADCAST_NO_REPLY,
     ADDRESS_BROADCAST_REPLY,
     ADDRESS_NETWORK,
+    CI_APPLICATION_RESET,
     CI_DATA_SEND,
     CI_SELECT,
+    DEFAULT_BAUDRATE,
+    baudrate_of_ci,
 )
 
-__all__ = ["MbusBusSimulator", "VirtualMbusMeter", "bcd", "default_meters", "heat_meter", "water_meter"]
+__all__ = [
+    "Answer",
+    "MbusBusSimulator",
+    "VirtualMbusMeter",
+    "bcd",
+    "default_meters",
+    "heat_meter",
+    "water_meter",
+]
 
 
 def bcd(value: int, digits: int) -> bytes:
@@ -77,6 +102,8 @@ class VirtualMbusMeter:
     selected: bool = False
     _index: int = 0
     _last_fcb: bool | None = field(default=None, repr=False)
+    baudrate: int = DEFAULT_BAUDRATE
+    """The rate this meter listens and answers at (changed by an acknowledged baud-rate switch)."""
 
     def reset(self) -> None:
         self._index, self._last_fcb = 0, None
@@ -168,13 +195,31 @@ def _collide(answers: list[bytes]) -> bytes:
     return bytes(out)
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the bus carries back for one request: ``data`` (None: silence), and the rate the answering
+    meters listen at afterwards when the request switched it (``switch_to``)."""
+
+    data: bytes | None
+    switch_to: int | None = None
+
+
+_READ_SIZE: Final = 512
+
+
 class MbusBusSimulator:
-    """Serves one virtual bus on ``host:port`` (0: a free port, in :attr:`port`); each TCP connection
-    is a master on the same bus."""
+    """Serves one virtual bus on ``host:port`` (0: a free port, in :attr:`port`), and on serial lines
+    with :meth:`serve_fd`; each TCP connection or line is a master on the same bus.
+
+    ``converter_baudrate``/``converter_follows``: the TCP converter's bus-side rate, and whether it
+    follows a meter's baud-rate switch (module docstring).
+    """
 
     def __init__(self, meters: list[VirtualMbusMeter] | None = None, host: str = "127.0.0.1",
-                 port: int = 0) -> None:  # fmt: skip
+                 port: int = 0, *, converter_baudrate: int = DEFAULT_BAUDRATE,
+                 converter_follows: bool = False) -> None:  # fmt: skip
         self.meters = default_meters() if meters is None else meters
+        self.converter_baudrate, self.converter_follows = converter_baudrate, converter_follows
         self.host, self._wanted_port, self.port = host, port, 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -193,54 +238,108 @@ class MbusBusSimulator:
             await self._server.wait_closed()
             self._server = None
 
-    def handle(self, frame: MbusFrame) -> bytes | None:
-        """The bytes the bus carries back for one request frame (sans-IO), ``None`` for silence."""
+    def handle(self, frame: MbusFrame, baudrate: int | None = None) -> bytes | None:
+        """The bytes the bus carries back for one request frame (sans-IO), ``None`` for silence.
+
+        ``baudrate``: the rate the frame was sent at; only meters listening at it hear it (None:
+        every meter hears, the rate is not modelled)."""
+        return self.answer(frame, baudrate).data
+
+    def answer(self, frame: MbusFrame, baudrate: int | None = None) -> Answer:
+        """:meth:`handle` with the rate the answering meters switched to, if the frame asked that."""
+        listening = [m for m in self.meters if baudrate is None or m.baudrate == baudrate]
         addr, c = frame.address, frame.control
         if frame.kind is FrameKind.SHORT and c == C_SND_NKE:
-            hit = self._addressed(addr)
+            hit = self._addressed(addr, listening)
             for meter in hit:
                 meter.reset()
                 if addr == ADDRESS_NETWORK:
                     meter.selected = False
-            return (
-                None if addr == ADDRESS_BROADCAST_NO_REPLY or not hit else _collide([bytes([ACK])] * len(hit))
-            )
+            return self._acks(addr, hit)
         if frame.kind is FrameKind.SHORT and c & ~FCB == C_REQ_UD2:
-            hit = self._addressed(addr)
+            hit = self._addressed(addr, listening)
             answers = [m.respond_ud2(bool(c & FCB)) for m in hit]
-            return _collide(answers) if answers else None
-        if frame.kind is FrameKind.LONG and c & ~FCB == C_SND_UD:
-            if addr == ADDRESS_NETWORK and frame.ci == CI_SELECT and len(frame.data) == 8:
-                hit = [m for m in self.meters if m.matches(frame.data)]
-                for meter in self.meters:
-                    meter.selected = meter in hit
-                return _collide([bytes([ACK])] * len(hit)) if hit else None
-            if frame.ci == CI_DATA_SEND and frame.data[:2] == b"\x01\x7a" and len(frame.data) == 3:
-                hit = self._addressed(addr)
-                for meter in hit:
-                    meter.primary = frame.data[2]
-                return bytes([ACK]) if len(hit) == 1 else None
-        return None
+            return Answer(_collide(answers) if answers else None)
+        if frame.kind not in (FrameKind.LONG, FrameKind.CONTROL) or c & ~FCB != C_SND_UD:
+            return Answer(None)
+        if addr == ADDRESS_NETWORK and frame.ci == CI_SELECT and len(frame.data) == 8:
+            hit = [m for m in listening if m.matches(frame.data)]
+            for meter in listening:
+                meter.selected = meter in hit
+            return Answer(_collide([bytes([ACK])] * len(hit)) if hit else None)
+        if frame.ci == CI_DATA_SEND and frame.data[:2] == b"\x01\x7a" and len(frame.data) == 3:
+            hit = self._addressed(addr, listening)
+            for meter in hit:
+                meter.primary = frame.data[2]
+            return Answer(bytes([ACK]) if len(hit) == 1 else None)
+        if frame.ci == CI_APPLICATION_RESET and len(frame.data) <= 1:
+            hit = self._addressed(addr, listening)
+            for meter in hit:
+                meter.reset()
+            return self._acks(addr, hit)
+        rate = baudrate_of_ci(frame.ci)
+        if rate is not None and not frame.data:
+            hit = self._addressed(addr, listening)
+            for meter in hit:  # they acknowledge at the old rate, then listen at the new one
+                meter.baudrate = rate
+            answer = self._acks(addr, hit)
+            return Answer(answer.data, rate if hit else None)
+        return Answer(None)
 
-    def _addressed(self, addr: int) -> list[VirtualMbusMeter]:
+    @staticmethod
+    def _acks(addr: int, hit: list[VirtualMbusMeter]) -> Answer:
+        """E5 from every meter hit (colliding into one E5), nothing for broadcast 255 or nobody."""
+        if addr == ADDRESS_BROADCAST_NO_REPLY or not hit:
+            return Answer(None)
+        return Answer(_collide([bytes([ACK])] * len(hit)))
+
+    def _addressed(self, addr: int, listening: list[VirtualMbusMeter]) -> list[VirtualMbusMeter]:
         if addr == ADDRESS_NETWORK:
-            return [m for m in self.meters if m.selected]
+            return [m for m in listening if m.selected]
         if addr in (ADDRESS_BROADCAST_REPLY, ADDRESS_BROADCAST_NO_REPLY):
-            return list(self.meters)
-        return [m for m in self.meters if m.primary == addr]
+            return list(listening)
+        return [m for m in listening if m.primary == addr]
+
+    async def serve_fd(self, fd: int) -> None:
+        """Serve the bus on the open serial descriptor ``fd`` (a tty, or a pty master in tests).
+
+        Takes ownership of ``fd``; returns at end of file or when the line fails (a pty master reads
+        EIO once no process holds the slave open), runs until cancelled otherwise. The tty's speed is
+        the rate each frame is taken to have been sent at; a switch sets it to the new rate after the
+        E5 has been written.
+        """
+        stream = FdStream(fd)
+        parser = FrameStreamParser()
+        try:
+            while data := await stream.read(_READ_SIZE):
+                rate = tty_baudrate(fd)
+                for frame in parser.feed(data):
+                    answer = self.answer(frame, rate)
+                    if answer.data:
+                        stream.write(answer.data)
+                        await stream.drain()
+                    if answer.switch_to is not None:
+                        _set_speed(fd, answer.switch_to)
+        except OSError:
+            pass  # the line went away: stop answering, as the bus would
+        finally:
+            stream.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None  # asyncio runs every connection handler as a task
         self._handlers.add(task)
         parser = FrameStreamParser()
+        rate = self.converter_baudrate
         try:
-            while data := await reader.read(512):
+            while data := await reader.read(_READ_SIZE):
                 for frame in parser.feed(data):
-                    reply = self.handle(frame)
-                    if reply:
-                        writer.write(reply)
+                    answer = self.answer(frame, rate)
+                    if answer.data:
+                        writer.write(answer.data)
                         await writer.drain()
+                    if answer.switch_to is not None and self.converter_follows:
+                        rate = answer.switch_to
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
@@ -248,3 +347,11 @@ class MbusBusSimulator:
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
+
+
+def _set_speed(fd: int, baudrate: int) -> None:
+    """Both speeds of the tty at ``fd`` to ``baudrate``, at once (the E5 is already in the pty)."""
+    speed = serial_speed(baudrate)
+    attributes = termios.tcgetattr(fd)
+    attributes[4] = attributes[5] = speed
+    termios.tcsetattr(fd, termios.TCSANOW, attributes)

@@ -49,6 +49,18 @@ async def test_tcp_readout_with_switch_and_address() -> None:
             await read_tcp(HOST, server.port, address="1", answer_s=0.3, readout_s=2)
 
 
+async def test_tcp_multidrop_and_fixed_line_rate() -> None:
+    meters = [SimulatedIecMeter("11111111", address="11111111"), SimulatedIecMeter("22222222", address="22")]
+    async with IecMeterServer(meters) as server:
+        first = await read_tcp(HOST, server.port, address="11111111", **FAST)
+        second = await read_tcp(HOST, server.port, address="22", baudrate=9600, **FAST)
+        with pytest.raises(Iec62056Timeout):  # /?! on a shared line: nobody answers
+            await read_tcp(HOST, server.port, answer_s=0.3, readout_s=2)
+    assert first.find("C.1.0").value == "11111111"  # type: ignore[union-attr]
+    assert second.find("C.1.0").value == "22222222"  # type: ignore[union-attr]
+    assert second.option is not None and second.option.baudrate == 9600  # asked to stay at the fixed rate
+
+
 @pytest.fixture
 async def pty_meter() -> AsyncIterator[tuple[SimulatedIecMeter, str]]:
     """A meter on the master side of a pty; the driver opens the slave's path."""

@@ -9,7 +9,7 @@ import pytest
 
 from openami.protocols.iec62056_21 import Identified, ModeCSession, ReadoutReceived, parse_readout, to_json
 from openami.protocols.iec62056_21.messages import NAK, split_data_message
-from openami.simulator.iec62056_21_meter import SimulatedIecMeter
+from openami.simulator.iec62056_21_meter import BusSession, SimulatedIecMeter
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -93,3 +93,19 @@ def test_meter_configuration_errors() -> None:
         SimulatedIecMeter(mode="B", max_baudrate=300)
     with pytest.raises(ValueError, match="identification"):
         SimulatedIecMeter(ident="a/b")
+
+
+def test_bus_answers_only_the_addressed_meter() -> None:
+    one, two = SimulatedIecMeter("11111111", address="1"), SimulatedIecMeter("22222222", address="2")
+    bus = BusSession([one, two])
+    assert bus.receive(b"/?!\r\n") == b""  # every meter would answer at once: none does
+    assert bus.receive(b"/?3!\r\n") == b""
+    assert bus.receive(b"/?2!\r\n") == b"/ISK5ME382-1000\r\n"
+    assert parse_readout(bus.receive(b"\x06050\r\n")).find("C.1.0").value == "22222222"  # type: ignore[union-attr]
+    assert bus.receive(b"/?1!\r\n").startswith(b"/ISK5")
+    assert bus.receive(b"/?2!\r\n").startswith(b"/ISK5")  # the sign-on for 2 ends 1's session
+    assert parse_readout(bus.receive(b"\x06050\r\n")).find("C.1.0").value == "22222222"  # type: ignore[union-attr]
+    alone = BusSession([one])
+    assert alone.receive(b"/?!\r\n").startswith(b"/ISK5")  # alone on its line, /?! is answered
+    with pytest.raises(ValueError, match="at least one"):
+        BusSession([])

@@ -43,6 +43,8 @@ def test_published_mode_c_exchange_byte_by_byte() -> None:
         ({"max_baudrate": 1000}, b"\x06010\r\n", 600),
         ({"max_baudrate": 100}, b"\x06000\r\n", 300),
         ({"switch_baudrate": False}, b"\x06000\r\n", 300),
+        ({"switch_baudrate": False, "line_baudrate": 9600}, b"\x06050\r\n", 9600),  # fixed converter
+        ({"max_baudrate": 1200, "line_baudrate": 2400}, b"\x06030\r\n", 2400),  # never below the line
     ],
 )
 def test_mode_c_rate_choice(kwargs: dict[str, int | bool], ack: bytes, rate: int) -> None:
@@ -50,6 +52,14 @@ def test_mode_c_rate_choice(kwargs: dict[str, int | bool], ack: bytes, rate: int
     session.start()
     [event] = session.receive(EMH_IDENTIFICATION)
     assert isinstance(event, Identified) and (event.ack, event.baudrate) == (ack, rate)
+
+
+def test_line_rate_must_be_a_mode_c_rate() -> None:
+    with pytest.raises(SessionError, match="1234"):
+        ModeCSession(line_baudrate=1234)
+    session = ModeCSession(line_baudrate=9600, switch_baudrate=False)
+    session.start()
+    assert session.baudrate == 9600
 
 
 def test_mode_a_and_b_follow_the_meter_and_data_in_the_same_chunk() -> None:

@@ -21,6 +21,7 @@ import asyncio
 from openami.drivers.iec62056_21.errors import Iec62056ProtocolError, Iec62056Timeout, Iec62056Unreachable
 from openami.drivers.iec62056_21.line import Line, SerialLine, TcpLine
 from openami.protocols.iec62056_21.errors import Iec62056Error
+from openami.protocols.iec62056_21.messages import INITIAL_BAUDRATE
 from openami.protocols.iec62056_21.readout import Readout
 from openami.protocols.iec62056_21.session import Identified, ModeCSession, ReadoutReceived
 
@@ -69,6 +70,7 @@ async def read_tcp(
     address: str = "",
     switch_baudrate: bool = False,
     max_baudrate: int = 19200,
+    baudrate: int = INITIAL_BAUDRATE,
     connect_s: float = 5.0,
     answer_s: float = 3.0,
     readout_s: float = 120.0,
@@ -77,8 +79,14 @@ async def read_tcp(
 
     ``switch_baudrate`` False (the default) keeps mode C meters at the starting rate, because such a
     converter does not follow a baud switch; set it only for a converter that does (see
-    :mod:`openami.drivers.iec62056_21.line`).
+    :mod:`openami.drivers.iec62056_21.line`). ``baudrate``: the rate the converter's serial side is
+    fixed at, 300 as every sign-on starts; another rate only for meters configured to run at it from
+    the sign-on on (the option select then asks them to stay there). A rate that is not a mode C rate
+    raises :class:`~openami.protocols.iec62056_21.errors.SessionError` before anything is sent.
     """
+    session = ModeCSession(
+        address, max_baudrate=max_baudrate, switch_baudrate=switch_baudrate, line_baudrate=baudrate
+    )
     try:
         async with asyncio.timeout(connect_s):
             line = await TcpLine.open(host, port)
@@ -86,7 +94,6 @@ async def read_tcp(
         raise Iec62056Timeout(f"{host}:{port}: no connection within {connect_s} s") from exc
     except OSError as exc:
         raise Iec62056Unreachable(f"{host}:{port}: {exc}") from exc
-    session = ModeCSession(address, max_baudrate=max_baudrate, switch_baudrate=switch_baudrate)
     return await _translated(line, session, answer_s, readout_s)
 
 

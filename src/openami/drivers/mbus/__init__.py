@@ -1,7 +1,9 @@
-"""Wired M-Bus pull driver: an asynchronous master over an M-Bus-to-TCP converter."""
+"""Wired M-Bus pull driver: an asynchronous master over an M-Bus-to-TCP converter or a serial level
+converter (:class:`MbusClient` over a :class:`~openami.drivers.lines.Line`)."""
 
-from openami.drivers.mbus.client import MbusTcpClient
+from openami.drivers.mbus.client import MbusClient, MbusSerialClient, MbusTcpClient
 from openami.drivers.mbus.errors import (
+    MbusBaudrateRefused,
     MbusCollision,
     MbusDriverError,
     MbusProtocolError,
@@ -10,9 +12,12 @@ from openami.drivers.mbus.errors import (
 )
 
 __all__ = [
+    "MbusBaudrateRefused",
+    "MbusClient",
     "MbusCollision",
     "MbusDriverError",
     "MbusProtocolError",
+    "MbusSerialClient",
     "MbusTcpClient",
     "MbusTimeout",
     "MbusUnreachable",

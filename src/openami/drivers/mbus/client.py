@@ -1,57 +1,101 @@
-"""Asynchronous wired M-Bus master over an M-Bus-to-TCP converter (asyncio streams).
+"""Asynchronous wired M-Bus master over a byte line: an M-Bus-to-TCP converter or a level converter's tty.
 
-The protocol is the sans-IO :mod:`openami.protocols.mbus`: this class writes its requests, collects
-answer bytes until a frame is complete, bounds every wait by a time-out and translates failures into
-:mod:`openami.drivers.mbus.errors`. A converter passes bytes both ways unchanged, so what arrives is what
-the bus carried, collisions included: bytes that form no valid frame are reported as a collision.
+The protocol is the sans-IO :mod:`openami.protocols.mbus`: :class:`MbusClient` writes its requests,
+collects answer bytes until a frame is complete, bounds every wait by a time-out and translates
+failures into :mod:`openami.drivers.mbus.errors`. It runs over any
+:class:`~openami.drivers.lines.Line`; :class:`MbusTcpClient` opens a TCP converter's and
+:class:`MbusSerialClient` a tty's (M-Bus level converters on RS-232 or USB: 2400 baud 8E1 by default,
+300..38400). A converter passes bytes both ways unchanged, so what arrives is what the bus carried,
+collisions included: bytes that form no valid frame are reported as a collision.
 
 One request at a time: M-Bus is half duplex with a single master, so the client serialises exchanges
 with a lock and, after a failure, waits for the line to go quiet and discards the leftovers before the
 next request (otherwise a late answer would be taken for the next one's).
+
+Waiting for an answer: ``timeout`` is how long a slave may stay silent after the request has left the
+line (EN 13757-2 gives it 330 bit times plus 50 ms; meters that wake up slowly need more). On a tty
+the client adds the time the request and a maximal answer take on the wire at the line's rate (a
+261-byte frame is 1.2 s at 2400 baud, 9.6 s at 300), so a slow rate never reads as a dead slave.
+
+Baud-rate switch (:meth:`MbusClient.switch_baudrate`, EN 13757-2): the request goes out at the old
+rate, the slave's E5 comes back at the old rate, and only then does the master's line change. Over a
+TCP converter the bus side runs at the converter's rate, so the switch is refused with
+:class:`~openami.drivers.mbus.errors.MbusBaudrateRefused` before anything is sent, unless the client
+was told the converter follows switches (``follows_baudrate=True``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from types import TracebackType
+from typing import Final, Self
 
-from openami.drivers.mbus.errors import MbusCollision, MbusProtocolError, MbusTimeout, MbusUnreachable
+from openami.drivers.lines import Line, SerialLine, TcpLine
+from openami.drivers.mbus.errors import (
+    MbusBaudrateRefused,
+    MbusCollision,
+    MbusProtocolError,
+    MbusTimeout,
+    MbusUnreachable,
+)
 from openami.protocols.mbus.errors import MbusError
-from openami.protocols.mbus.frames import FrameKind, FrameStreamParser, MbusFrame
+from openami.protocols.mbus.frames import MAX_FRAME, FrameKind, FrameStreamParser, MbusFrame
 from openami.protocols.mbus.master import (
+    ADDRESS_BROADCAST_NO_REPLY,
     ADDRESS_NETWORK,
+    BAUDRATE_CI,
+    DEFAULT_BAUDRATE,
+    SERIAL_FRAMING,
     FcbTracker,
     SecondaryAddress,
+    application_reset,
     narrow,
     req_ud2,
     select_secondary,
     snd_nke,
+    switch_baudrate,
 )
 from openami.protocols.mbus.telegram import MbusTelegram, decode_application
 
-__all__ = ["MbusTcpClient"]
+__all__ = ["MAX_SEARCH_STEPS", "MAX_TELEGRAMS", "MbusClient", "MbusSerialClient", "MbusTcpClient"]
 
 MAX_TELEGRAMS = 32
 """Most telegrams one multi-telegram readout may take: a slave that always says "more follow" must not
 keep the master forever."""
 MAX_SEARCH_STEPS = 2000
 """Most selections one secondary search may send (ten per digit per meter; a bus holds 250 meters)."""
+_BITS_PER_BYTE: Final = 11
+"""Start bit, eight data bits, parity, stop bit."""
 
 
-class MbusTcpClient:
-    """A master on one bus behind ``host:port``. Use as ``async with MbusTcpClient(...) as bus:``."""
+def _check_rate(baudrate: int) -> None:
+    if baudrate not in BAUDRATE_CI:
+        raise ValueError(f"baud rate {baudrate} is not an M-Bus rate ({', '.join(map(str, BAUDRATE_CI))})")
 
-    def __init__(self, host: str, port: int, *, timeout: float = 2.0, connect_timeout: float = 5.0,
-                 settle: float = 0.05) -> None:  # fmt: skip
-        self.host, self.port = host, port
-        self.timeout, self.connect_timeout, self.settle = timeout, connect_timeout, settle
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+
+class MbusClient:
+    """A master on one bus over ``line``, or over the line :meth:`connect` opens (subclasses).
+
+    Use as ``async with MbusTcpClient(...) as bus:`` or ``async with MbusSerialClient(...) as bus:``;
+    ``MbusClient(line)`` runs over a line opened elsewhere, and closes it on :meth:`close`.
+    """
+
+    def __init__(self, line: Line | None = None, *, timeout: float = 2.0, settle: float = 0.05) -> None:
+        self.timeout, self.settle = timeout, settle
+        self._line = line
         self._lock = asyncio.Lock()
         self._fcb = FcbTracker()
 
-    async def __aenter__(self) -> MbusTcpClient:
+    @property
+    def peer(self) -> str:
+        return "not connected" if self._line is None else self._line.peer
+
+    @property
+    def baudrate(self) -> int | None:
+        """The rate the master's line runs at when it knows (a tty), else None."""
+        return None if self._line is None else self._line.baudrate
+
+    async def __aenter__(self) -> Self:
         await self.connect()
         return self
 
@@ -60,85 +104,155 @@ class MbusTcpClient:
         await self.close()
 
     async def connect(self) -> None:
-        try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.connect_timeout
-            )
-        except (OSError, TimeoutError) as exc:
-            raise MbusUnreachable(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        """Open the line (once); :class:`MbusUnreachable` when it cannot be."""
+        if self._line is None:
+            self._line = await self._open()
+
+    async def _open(self) -> Line:
+        raise MbusUnreachable("no line to open: give MbusClient an open line")
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(ConnectionError):
-                await self._writer.wait_closed()
-        self._reader = self._writer = None
+        line, self._line = self._line, None
+        if line is not None:
+            await line.aclose()
 
     # --- exchanges ------------------------------------------------------------------------------
 
+    def _wire_time(self, size: int) -> float:
+        """Seconds ``size`` bytes take on the line (0 when its rate is unknown: a TCP converter)."""
+        rate = self.baudrate
+        return 0.0 if not rate else size * _BITS_PER_BYTE / rate
+
+    def _connected(self) -> Line:
+        if self._line is None:
+            raise MbusUnreachable("not connected")
+        return self._line
+
     async def _exchange(self, request: bytes, expect_answer: bool = True) -> MbusFrame | None:
         """Send ``request`` and return the one frame answered (``None`` if silence was expected)."""
-        if self._reader is None or self._writer is None:
-            raise MbusUnreachable("not connected")
+        line = self._connected()
         async with self._lock:
             try:
-                self._writer.write(request)
-                await self._writer.drain()
-            except ConnectionError as exc:
-                raise MbusUnreachable(f"connection lost: {exc}") from exc
+                await line.send(request)
+            except OSError as exc:
+                raise MbusUnreachable(f"{line.peer}: line lost: {exc}") from exc
             if not expect_answer:
                 return None
-            return await self._receive(self._reader)
+            return await self._receive(line, self.timeout + self._wire_time(len(request)))
 
-    async def _receive(self, reader: asyncio.StreamReader) -> MbusFrame:
+    async def _receive(self, line: Line, first_s: float) -> MbusFrame:
         parser = FrameStreamParser()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
+        deadline = loop.time() + first_s
         received = 0
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 if received:
-                    await self._drain(reader)
+                    await self._drain(line)
                     raise MbusCollision(f"{received} bytes but no valid frame (colliding answers?)")
-                raise MbusTimeout(f"no answer within {self.timeout} s")
+                raise MbusTimeout(f"{line.peer}: no answer within {first_s:.3g} s")
             try:
-                data = await asyncio.wait_for(reader.read(512), remaining)
+                async with asyncio.timeout(remaining):
+                    data = await line.read()
             except TimeoutError:
                 continue
-            except ConnectionError as exc:
-                raise MbusUnreachable(f"connection lost: {exc}") from exc
+            except OSError as exc:
+                raise MbusUnreachable(f"{line.peer}: line lost: {exc}") from exc
             if not data:
-                raise MbusUnreachable("the converter closed the connection")
+                raise MbusUnreachable(f"{line.peer}: the converter closed the line")
+            if not received:  # the answer has begun: give it the time a maximal frame takes
+                deadline = max(deadline, loop.time() + self.timeout + self._wire_time(MAX_FRAME))
             received += len(data)
             frames = parser.feed(data)
             if parser.errors:
-                await self._drain(reader)
+                await self._drain(line)
                 raise MbusCollision(f"garbled answer: {parser.errors[0].reason}")
             if frames:
                 if len(frames) > 1 or parser.buffered:
-                    await self._drain(reader)
+                    await self._drain(line)
                     raise MbusCollision("more than one answer")
                 return frames[0]
 
-    async def _drain(self, reader: asyncio.StreamReader) -> None:
-        """Wait until the line has been quiet for ``settle`` seconds, discarding what arrives."""
-        while True:
+    async def _drain(self, line: Line) -> None:
+        """Wait until the line has been quiet for ``settle`` seconds, discarding what arrives; a slave
+        babbling without pause is cut off after one maximal frame's time plus ``timeout``."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.timeout + self._wire_time(MAX_FRAME)
+        while loop.time() < give_up:
             try:
-                data = await asyncio.wait_for(reader.read(4096), self.settle)
+                async with asyncio.timeout(self.settle):
+                    data = await line.read()
             except TimeoutError:
+                return
+            except OSError:
                 return
             if not data:
                 return
+
+    async def _expect_ack(self, request: bytes, address: int, what: str) -> bool:
+        """Send ``request``; True once the slave's E5 is there (False for broadcast 255: no answer)."""
+        answer = await self._exchange(request, expect_answer=address != ADDRESS_BROADCAST_NO_REPLY)
+        if answer is None:
+            return False
+        if answer.kind is not FrameKind.ACK:
+            raise MbusProtocolError(f"{what} answered with a {answer.kind.value} frame, not E5")
+        return True
 
     # --- requests -------------------------------------------------------------------------------
 
     async def reset(self, address: int) -> None:
         """SND_NKE; the slave's E5 is awaited (except for broadcast 255, which nobody answers)."""
-        answer = await self._exchange(snd_nke(address), expect_answer=address != 0xFF)
+        answer = await self._exchange(snd_nke(address), expect_answer=address != ADDRESS_BROADCAST_NO_REPLY)
         self._fcb.reset(address)
         if answer is not None and answer.kind is not FrameKind.ACK:
             raise MbusProtocolError(f"SND_NKE answered with a {answer.kind.value} frame, not E5")
+
+    async def application_reset(self, address: int, subcode: int | None = None) -> None:
+        """SND_UD CI 0x50: the slave restarts its application (its next REQ_UD2 answer is the first
+        telegram of a readout again); the link's frame count bit is left alone."""
+        try:
+            request = application_reset(address, subcode)
+        except MbusError as exc:
+            raise ValueError(str(exc)) from exc
+        await self._expect_ack(request, address, "application reset")
+
+    async def switch_baudrate(self, address: int, baudrate: int) -> None:
+        """Switch the slave at ``address`` and then this master's line to ``baudrate`` (300..38400).
+
+        Raises :class:`MbusBaudrateRefused` on a line that cannot follow (a TCP converter not said to
+        follow), before sending; :class:`MbusTimeout` when the slave did not acknowledge, in which
+        case the line stays at its rate (had the E5 been lost, the slave now listens at the new rate:
+        a read at that rate finds out). Broadcast 255 switches every slave without an answer.
+        """
+        _check_rate(baudrate)
+        line = self._connected()
+        if not line.follows_baudrate:
+            raise MbusBaudrateRefused(
+                f"{line.peer}: the converter keeps its own bus rate; switching the slave to {baudrate}"
+                " baud would silence it (connect with follows_baudrate=True if the converter follows)"
+            )
+        await self._expect_ack(switch_baudrate(address, baudrate), address, "baud-rate switch")
+        async with self._lock:
+            await self._set_line_rate(line, baudrate)
+
+    async def use_baudrate(self, baudrate: int) -> None:
+        """Run the master's own line at ``baudrate`` without asking any slave to switch: to talk to
+        slaves left at another rate (a bus whose meters do not all run at one rate)."""
+        _check_rate(baudrate)
+        line = self._connected()
+        if not line.follows_baudrate:
+            raise MbusBaudrateRefused(f"{line.peer}: the converter keeps its own bus rate")
+        async with self._lock:
+            await self._set_line_rate(line, baudrate)
+
+    async def _set_line_rate(self, line: Line, baudrate: int) -> None:
+        try:
+            await line.set_baudrate(baudrate, self.timeout + self._wire_time(MAX_FRAME))
+        except TimeoutError as exc:
+            raise MbusTimeout(f"{line.peer}: the line did not drain for the switch") from exc
+        except (OSError, ValueError) as exc:
+            raise MbusUnreachable(f"{line.peer}: cannot switch to {baudrate} baud: {exc}") from exc
 
     async def read_telegram(self, address: int) -> MbusTelegram:
         """One REQ_UD2 and its RSP_UD, decoded; the FCB toggles once the slave has answered."""
@@ -216,3 +330,41 @@ class MbusTcpClient:
                 found.append(ident)
             await self.reset(ADDRESS_NETWORK)  # deselect before the next pattern
         return found
+
+
+class MbusTcpClient(MbusClient):
+    """A master on the bus behind an M-Bus-to-TCP converter at ``host:port``.
+
+    ``follows_baudrate``: the converter follows a slave's baud-rate switch by itself; without it
+    :meth:`switch_baudrate` is refused (see the module docstring).
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float = 2.0, connect_timeout: float = 5.0,
+                 settle: float = 0.05, follows_baudrate: bool = False) -> None:  # fmt: skip
+        super().__init__(timeout=timeout, settle=settle)
+        self.host, self.port = host, port
+        self.connect_timeout = connect_timeout
+        self.follows_baudrate = follows_baudrate
+
+    async def _open(self) -> Line:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                return await TcpLine.open(self.host, self.port, follows_baudrate=self.follows_baudrate)
+        except (OSError, TimeoutError) as exc:
+            raise MbusUnreachable(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+
+
+class MbusSerialClient(MbusClient):
+    """A master on the bus behind a level converter on the tty at ``path``, 8E1 at ``baudrate``."""
+
+    def __init__(self, path: str, *, baudrate: int = DEFAULT_BAUDRATE, timeout: float = 2.0,
+                 settle: float = 0.05) -> None:  # fmt: skip
+        _check_rate(baudrate)
+        super().__init__(timeout=timeout, settle=settle)
+        self.path, self.initial_baudrate = path, baudrate
+
+    async def _open(self) -> Line:
+        try:
+            return await SerialLine.open(self.path, self.initial_baudrate, SERIAL_FRAMING)
+        except (OSError, ValueError) as exc:
+            raise MbusUnreachable(f"cannot open {self.path}: {exc}") from exc

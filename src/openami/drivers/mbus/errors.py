@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from openami.drivers.errors import DriverError
 
-__all__ = ["MbusCollision", "MbusDriverError", "MbusProtocolError", "MbusTimeout", "MbusUnreachable"]
+__all__ = [
+    "MbusBaudrateRefused",
+    "MbusCollision",
+    "MbusDriverError",
+    "MbusProtocolError",
+    "MbusTimeout",
+    "MbusUnreachable",
+]
 
 
 class MbusDriverError(DriverError):
@@ -30,3 +37,8 @@ class MbusProtocolError(MbusDriverError):
 
 class MbusCollision(MbusProtocolError):
     """Several slaves answered at once: the bytes on the bus are garbled."""
+
+
+class MbusBaudrateRefused(MbusDriverError):
+    """A baud-rate switch the line cannot follow: a TCP converter runs its bus side at its own rate, so
+    a switched slave would go silent. Nothing was sent; say the converter follows switches if it does."""

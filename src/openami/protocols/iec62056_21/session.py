@@ -77,7 +77,10 @@ class ModeCSession:
     """A mode C data readout (following the meter into mode A or B when its identification says so).
 
     ``max_baudrate``: the highest rate the HHU accepts (the lower of it and the meter's offer is used);
-    ``switch_baudrate`` False asks a mode C meter to stay at 300 baud (a converter at a fixed rate).
+    ``switch_baudrate`` False asks a mode C meter to stay at the line rate (a converter at a fixed rate).
+    ``line_baudrate``: the rate the sign-on is sent at, 300 as the standard says; a converter fixed at
+    another rate, in front of meters set to that rate (RS-485 installations do this), gives its rate
+    here, and the option select then asks the meter to stay at it.
     ``max_readout``: bytes of data message accepted before giving up (a meter babbling without ETX).
     """
 
@@ -89,22 +92,26 @@ class ModeCSession:
         switch_baudrate: bool = True,
         check_bcc: bool = True,
         max_readout: int = 1 << 20,
+        line_baudrate: int = INITIAL_BAUDRATE,
     ) -> None:
+        if line_baudrate not in MODE_C_BAUDRATES.values():
+            raise SessionError(f"line rate {line_baudrate} is not a mode C baud rate")
         self.request = encode_request(address)
         self.max_baudrate = max_baudrate
         self.switch_baudrate = switch_baudrate
         self.check_bcc = check_bcc
         self.max_readout = max_readout
+        self.line_baudrate = line_baudrate
         self.state = SessionState.IDLE
-        self.baudrate = INITIAL_BAUDRATE
+        self.baudrate = line_baudrate
         self.identification: Identification | None = None
         self.option: OptionSelect | None = None
         self._buffer = bytearray()
 
     def start(self) -> bytes:
-        """The request message to send at 300 baud; (re)starts the session."""
+        """The request message to send at the line rate (300 baud); (re)starts the session."""
         self.state = SessionState.AWAIT_IDENTIFICATION
-        self.baudrate = INITIAL_BAUDRATE
+        self.baudrate = self.line_baudrate
         self.identification = self.option = None
         self._buffer.clear()
         return self.request
@@ -169,11 +176,10 @@ class ModeCSession:
         if ident.mode != "C":
             self.baudrate = offered  # mode B switches by itself; mode A stays at 300
             return Identified(ident, None, offered)
-        limit = min(offered, self.max_baudrate) if self.switch_baudrate else INITIAL_BAUDRATE
+        limit = min(offered, self.max_baudrate) if self.switch_baudrate else self.line_baudrate
+        limit = max(limit, self.line_baudrate)  # never below the rate the line already runs at
         char, rate = max(
-            ((c, r) for c, r in MODE_C_BAUDRATES.items() if r <= limit),
-            key=lambda item: item[1],
-            default=("0", INITIAL_BAUDRATE),
+            ((c, r) for c, r in MODE_C_BAUDRATES.items() if r <= limit), key=lambda item: item[1]
         )
         self.option = OptionSelect(char)
         self.baudrate = rate

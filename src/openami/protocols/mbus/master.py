@@ -6,11 +6,19 @@ only moves bytes and waits.
 
 Addresses: 0 is an unconfigured slave, 1..250 primary addresses, 253 (0xFD) means "the slave selected
 by secondary address", 254 broadcast with answer (only safe with one slave), 255 broadcast without.
+
+Baud rates (EN 13757-2): a bus starts at 2400 baud, 8 data bits, even parity, one stop bit (8E1);
+:func:`switch_baudrate` asks one slave to change to 300..38400 (CI 0xB8..0xBF). The slave acknowledges
+with E5 at the old rate and only then changes, so the master must not switch its own line before it
+has the E5, and the switched slave hears nothing sent at the old rate afterwards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
 
 from openami.protocols.mbus.errors import EncodeError
 from openami.protocols.mbus.frames import (
@@ -28,16 +36,22 @@ __all__ = [
     "ADDRESS_BROADCAST_NO_REPLY",
     "ADDRESS_BROADCAST_REPLY",
     "ADDRESS_NETWORK",
+    "BAUDRATE_CI",
     "CI_APPLICATION_RESET",
     "CI_DATA_SEND",
     "CI_SELECT",
+    "DEFAULT_BAUDRATE",
+    "SERIAL_FRAMING",
     "FcbTracker",
     "SecondaryAddress",
+    "application_reset",
+    "baudrate_of_ci",
     "narrow",
     "req_ud2",
     "select_secondary",
     "set_primary_address",
     "snd_nke",
+    "switch_baudrate",
 ]
 
 ADDRESS_NETWORK = 0xFD
@@ -46,6 +60,14 @@ ADDRESS_BROADCAST_NO_REPLY = 0xFF
 CI_DATA_SEND = 0x51
 CI_SELECT = 0x52
 CI_APPLICATION_RESET = 0x50
+
+DEFAULT_BAUDRATE: Final = 2400
+SERIAL_FRAMING: Final = "8E1"
+BAUDRATE_CI: Final[Mapping[int, int]] = MappingProxyType(
+    {300: 0xB8, 600: 0xB9, 1200: 0xBA, 2400: 0xBB, 4800: 0xBC, 9600: 0xBD, 19200: 0xBE, 38400: 0xBF}
+)
+"""Baud rate -> the CI of the SND_UD asking a slave to switch to it (EN 13757-2)."""
+_CI_BAUDRATE: Final = MappingProxyType({ci: rate for rate, ci in BAUDRATE_CI.items()})
 
 
 def _address(address: int) -> int:
@@ -71,6 +93,36 @@ def set_primary_address(address: int, new_address: int) -> bytes:
         raise EncodeError(f"primary address {new_address} out of range 1..250")
     data = bytes([0x01, 0x7A, new_address])
     return encode_frame(MbusFrame(FrameKind.LONG, C_SND_UD, _address(address), CI_DATA_SEND, data))
+
+
+def switch_baudrate(address: int, baudrate: int) -> bytes:
+    """SND_UD with CI 0xB8..0xBF and no data (a control frame): switch the slave to ``baudrate``.
+
+    :class:`EncodeError` for a rate outside 300..38400 (the standard's eight)."""
+    ci = BAUDRATE_CI.get(baudrate)
+    if ci is None:
+        rates = ", ".join(map(str, BAUDRATE_CI))
+        raise EncodeError(f"baud rate {baudrate} is not an M-Bus rate ({rates})")
+    return encode_frame(MbusFrame(FrameKind.CONTROL, C_SND_UD, _address(address), ci))
+
+
+def baudrate_of_ci(ci: int | None) -> int | None:
+    """The rate a baud-rate switch CI asks for; None for any other CI (the slave-side rule)."""
+    return None if ci is None else _CI_BAUDRATE.get(ci)
+
+
+def application_reset(address: int, subcode: int | None = None) -> bytes:
+    """SND_UD with CI 0x50 (EN 13757-3): the slave restarts its application, in particular the
+    sequence of a multi-telegram readout, without the link reset of SND_NKE. ``subcode`` (one byte)
+    names what to reset or which telegram type to send next, as the meter's manual defines; without
+    it the frame is a control frame."""
+    if subcode is None:
+        frame = MbusFrame(FrameKind.CONTROL, C_SND_UD, _address(address), CI_APPLICATION_RESET)
+    elif not 0 <= subcode <= 0xFF:
+        raise EncodeError(f"application reset subcode {subcode} out of range 0..255")
+    else:
+        frame = MbusFrame(FrameKind.LONG, C_SND_UD, _address(address), CI_APPLICATION_RESET, bytes([subcode]))
+    return encode_frame(frame)
 
 
 @dataclass(frozen=True, slots=True)
