@@ -30,6 +30,7 @@ from openami.hes.mqtt_listener import MqttGatewayListener
 from openami.hes.poller import Poller
 from openami.hes.rejected import RejectedMessage
 from openami.hes.wmbus_ingest import WmbusIngest
+from openami.hes.wmbus_receiver import WmbusReceiverInput
 from openami.mdm.ingest import IngestService
 from openami.observability.metrics import Metrics
 from openami.security.keyvault import KeyVault, load_master_key
@@ -57,6 +58,7 @@ class Platform:
     mbus: MbusCollector | None = None
     poller: Poller | None = None
     commands: CommandService | None = None
+    wmbus_receivers: list[WmbusReceiverInput] = field(default_factory=list)
     _started: list[str] = field(default_factory=list)
 
     @classmethod
@@ -114,12 +116,13 @@ class Platform:
             await self.broker.start()
             self._started.append("broker")
         self.vault = KeyVault(self.engine, await asyncio.to_thread(load_master_key, self.settings))
+        wmbus = WmbusIngest(self.vault)  # one for every wM-Bus path: compact-frame formats are shared
         listener = MqttGatewayListener(
             self.mqtt_url,
             self.settings.mqtt_topic_prefix,
             self.bus,
             on_rejected=self._keep_rejected("mqtt-json"),
-            wmbus=WmbusIngest(self.vault),
+            wmbus=wmbus,
         )
         await listener.start()
         self.listener = listener
@@ -127,6 +130,7 @@ class Platform:
         self.metrics.track_counters(
             "openami_mqtt_uplinks", "Gateway uplinks by outcome.", "outcome", lambda: _uplink_counts(listener)
         )
+        await self._start_wmbus_receivers(wmbus)
         self._build_pull(self.vault)
         if self.settings.dlms_push_enabled:
             await self._start_dlms_push(self.vault)
@@ -163,6 +167,26 @@ class Platform:
                 settings.poll_interval_s,
             )
 
+    async def _start_wmbus_receivers(self, wmbus: WmbusIngest) -> None:
+        """The wM-Bus receivers read by the head-end itself (settings ``wmbus_receivers``); a stick that
+        is not there yet is retried in the background, so this never waits for one."""
+        for tenant, urls in self.settings.wmbus_receivers.items():
+            for url in urls:
+                receiver = WmbusReceiverInput(
+                    url, tenant, self.bus, wmbus, on_rejected=self._keep_rejected("wmbus-receiver")
+                )
+                await receiver.start()
+                self.wmbus_receivers.append(receiver)
+        if self.wmbus_receivers:
+            self._started.append("wmbus_receivers")
+            receivers = self.wmbus_receivers
+            self.metrics.track_counters(
+                "openami_wmbus_receiver_lines",
+                "Lines read from head-end wM-Bus receivers, by outcome.",
+                "outcome",
+                lambda: _receiver_counts(receivers),
+            )
+
     async def _start_dlms_push(self, vault: KeyVault) -> None:
         settings = self.settings
         push = DlmsPushListener(
@@ -186,6 +210,9 @@ class Platform:
             await self.poller.stop()
         if "listener" in self._started and self.listener is not None:
             await self.listener.stop()
+        if "wmbus_receivers" in self._started:
+            for receiver in self.wmbus_receivers:
+                await receiver.stop()
         if "dlms_push" in self._started and self.dlms_push is not None:
             await self.dlms_push.stop()
         if "bus" in self._started:
@@ -235,6 +262,9 @@ class Platform:
             parts["dlms_push"] = "ok" if "dlms_push" in self._started else "stopped"
         if self.poller is not None:
             parts["poller"] = "ok" if "poller" in self._started else "stopped"
+        if self.wmbus_receivers:
+            down = [r.origin for r in self.wmbus_receivers if not r.connected]
+            parts["wmbus_receivers"] = "ok" if not down else f"disconnected: {', '.join(down)}"
         status = "ok" if all(v == "ok" for v in parts.values()) else "degraded"
         return {"status": status, "version": __version__, **parts}
 
@@ -266,6 +296,14 @@ def _round_counts(poller: Poller) -> dict[str, float]:
         "overruns": poller.overruns,
         "meter_reads_ok": poller.meters_read,
         "meter_reads_failed": poller.meters_failed,
+    }
+
+
+def _receiver_counts(receivers: list[WmbusReceiverInput]) -> dict[str, float]:
+    return {
+        "lines": sum(r.stats.lines for r in receivers),
+        "telegrams": sum(r.stats.telegrams for r in receivers),
+        "rejected": sum(r.stats.rejected for r in receivers),
     }
 
 

@@ -11,6 +11,7 @@ standard ports (1883, 8000, 4059) taken by other software.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from pydantic_settings import (
 )
 
 DEFAULT_CONFIG_FILE = "openami.toml"
+TENANT_SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
 def _config_file() -> Path:
@@ -57,7 +59,7 @@ class Settings(BaseSettings):
     )
     dlms_default_tenant: str | None = Field(
         None,
-        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        pattern=TENANT_SLUG,
         description="Tenant of plaintext pushes (no system title).",
     )
     poll_interval_s: int = Field(
@@ -78,6 +80,11 @@ class Settings(BaseSettings):
     )
     dlms_backfill_days: int = Field(
         7, ge=1, le=366, description="How far back the first read of a new DLMS meter's load profile goes."
+    )
+    wmbus_receivers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="wM-Bus receivers read by the head-end itself, per tenant: "
+        '{"acme": ["wmbus+tcp://10.0.0.5:2001", "wmbus+serial:///dev/ttyUSB0?baud=115200"]}.',
     )
     web_host: str = "127.0.0.1"
     web_port: int = Field(8000, ge=0, le=65535)
@@ -104,6 +111,18 @@ class Settings(BaseSettings):
     def _check_mqtt(cls, value: str) -> str:
         if value != "embedded" and not value.startswith(("mqtt://", "mqtts://")):
             raise ValueError("mqtt_url must be 'embedded' or an mqtt:// URL")
+        return value
+
+    @field_validator("wmbus_receivers")
+    @classmethod
+    def _check_receivers(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from openami.drivers.wmbus.receiver import parse_receiver_url
+
+        for tenant, urls in value.items():
+            if not re.match(TENANT_SLUG, tenant):
+                raise ValueError(f"wmbus_receivers: {tenant!r} is not a tenant slug")
+            for url in urls:
+                parse_receiver_url(url)  # a WmbusReceiverUrlError is a ValueError: reported at load
         return value
 
     @property

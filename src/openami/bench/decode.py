@@ -15,8 +15,8 @@ from typing import Any, Final
 
 from openami.protocols.mbus.frames import C_RSP_UD, FrameKind, MbusFrame, encode_frame
 from openami.protocols.mbus.telegram import decode_frame
-from openami.protocols.wmbus.link import Address, add_crc_format_a, manufacturer_code
-from openami.protocols.wmbus.security import encrypt_mode5
+from openami.protocols.wmbus.encode import encode_telegram, pad_plaintext
+from openami.protocols.wmbus.link import Address, manufacturer_code
 from openami.protocols.wmbus.telegram import decode_telegram
 
 __all__ = ["run_decode_bench"]
@@ -44,14 +44,12 @@ def _wired() -> bytes:
 
 def _wireless(encrypted: bool) -> bytes:
     address = Address(manufacturer_code("OAM"), _ID, 0x01, 0x04)
-    plain = b"\x2f\x2f" + _RECORDS
-    plain += b"\x2f" * (-len(plain) % 16)
-    access = 0x2A
-    config = (5 << 8) | ((len(plain) // 16) << 4) if encrypted else 0
-    payload = encrypt_mode5(_KEY, address, access, plain) if encrypted else plain
-    body = bytes((0x7A, access, 0x00)) + config.to_bytes(2, "little") + payload
-    rest = bytes((0x44,)) + address.to_bytes() + body
-    return add_crc_format_a(bytes((len(rest),)) + rest)
+    if encrypted:
+        return encode_telegram(
+            address, _RECORDS, access_number=0x2A, security_mode=5, key=_KEY, frame_format="A"
+        )
+    # The plain form keeps the 2F 2F fillers, as meters that could encrypt but do not still send them.
+    return encode_telegram(address, pad_plaintext(_RECORDS), access_number=0x2A, frame_format="A")
 
 
 def _rate(decode: Callable[[], object], count: int) -> dict[str, Any]:

@@ -60,4 +60,4 @@ def test_stream_parser_bounded() -> None:
     out += parser.close()
     assert [t.frame for t in out] == [TELEGRAM, TELEGRAM]
     assert parser.error_count == 2
-    assert len(parser._buffer) == 0
+    assert parser.buffered == 0

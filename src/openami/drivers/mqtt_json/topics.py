@@ -23,9 +23,9 @@ def _check_id(what: str, value: str) -> str:
     return value
 
 
-def uplink_topic(prefix: str, tenant: str, gateway: str) -> str:
-    """The topic a gateway publishes its uplinks on."""
-    return f"{prefix}/{_check_id('tenant', tenant)}/gw/{_check_id('gateway', gateway)}/up"
+def uplink_topic(prefix: str, tenant: str, gateway: str, leaf: str = "up") -> str:
+    """The topic a gateway publishes its uplinks (or ``leaf`` messages, e.g. :data:`WMBUS_LEAF`) on."""
+    return f"{prefix}/{_check_id('tenant', tenant)}/gw/{_check_id('gateway', gateway)}/{leaf}"
 
 
 WMBUS_LEAF = "wmbus"

@@ -13,7 +13,8 @@ Supported line formats (blank lines and lines starting with ``#`` are skipped):
 
 Radio sticks that append an RSSI byte to the telegram (``len == L + 2``) are recognised and the byte
 removed (:attr:`IngestedTelegram.rssi_byte`). Everything is bounded: a line longer than
-:data:`MAX_LINE` characters is rejected, and the stream parser never buffers more than one such line.
+:data:`MAX_LINE` characters is rejected, and the stream parsers (:class:`LineSplitter` for the lines
+themselves, :class:`LineParser` for their telegrams) never buffer more than one such line.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from typing import Final
 
 from openami.protocols.wmbus.errors import DecodeError
 
-__all__ = ["MAX_LINE", "IngestedTelegram", "LineParser", "parse_hex", "parse_line"]
+__all__ = [
+    "MAX_LINE",
+    "IngestedTelegram",
+    "LineParser",
+    "LineSplitter",
+    "LineTooLong",
+    "parse_hex",
+    "parse_line",
+]
 
 #: Longest accepted line: a 290-byte frame in hex with separators and metadata fits comfortably.
 MAX_LINE: Final = 2048
@@ -108,6 +117,62 @@ def parse_line(line: str) -> IngestedTelegram | None:
     return IngestedTelegram(frame, fmt, rssi=rssi, rssi_byte=rssi_byte)
 
 
+@dataclass(frozen=True, slots=True)
+class LineTooLong:
+    """Marks a line that grew past the limit and was dropped; ``head`` is its first bytes, for messages."""
+
+    head: bytes
+
+
+@dataclass(slots=True)
+class LineSplitter:
+    """Cuts a byte stream (serial port, socket) into lines of at most ``max_line`` bytes, sans-IO.
+
+    Why bounded: a receiver that babbles without newlines (wrong baud rate, binary protocol, noise) must
+    not grow a buffer without end. A line that passes the limit is reported once as :class:`LineTooLong`
+    and its bytes are dropped up to the next newline; memory stays at one line. ``\r`` before the newline
+    is removed (many sticks end lines with CR LF).
+    """
+
+    max_line: int = MAX_LINE
+    _buffer: bytearray = field(default_factory=bytearray)
+    _discarding: bool = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an unfinished line held right now (never more than ``max_line``)."""
+        return len(self._buffer)
+
+    def feed(self, chunk: bytes) -> list[bytes | LineTooLong]:
+        out: list[bytes | LineTooLong] = []
+        self._buffer += chunk
+        while True:
+            newline = self._buffer.find(b"\n")
+            if newline < 0:
+                if self._discarding:
+                    self._buffer.clear()
+                elif len(self._buffer) > self.max_line:
+                    out.append(LineTooLong(bytes(self._buffer[:40])))
+                    self._buffer.clear()
+                    self._discarding = True
+                return out
+            raw = bytes(self._buffer[:newline])
+            del self._buffer[: newline + 1]
+            if self._discarding:
+                self._discarding = False
+                continue
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            out.append(LineTooLong(raw[:40]) if len(raw) > self.max_line else raw)
+
+    def close(self) -> bytes | None:
+        """The last line if the stream ended without a newline after it (None if there is none)."""
+        last = None if self._discarding or not self._buffer else bytes(self._buffer)
+        self._buffer.clear()
+        self._discarding = False
+        return last
+
+
 @dataclass(slots=True)
 class LineParser:
     """Feed bytes as they come from a serial port or socket; get the telegrams of each completed line.
@@ -118,36 +183,27 @@ class LineParser:
 
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
-    _buffer: bytearray = field(default_factory=bytearray)
-    _discarding: bool = False
+    _splitter: LineSplitter = field(default_factory=LineSplitter)
+
+    @property
+    def buffered(self) -> int:
+        return self._splitter.buffered
 
     def feed(self, chunk: bytes) -> list[IngestedTelegram]:
         out: list[IngestedTelegram] = []
-        self._buffer += chunk
-        while True:
-            newline = self._buffer.find(b"\n")
-            if newline < 0:
-                if self._discarding:
-                    self._buffer.clear()
-                elif len(self._buffer) > MAX_LINE:
-                    self._error("line too long")
-                    self._buffer.clear()
-                    self._discarding = True
-                return out
-            raw = bytes(self._buffer[:newline])
-            del self._buffer[: newline + 1]
-            if self._discarding:
-                self._discarding = False
-                continue
-            self._line(raw, out)
+        for item in self._splitter.feed(chunk):
+            if isinstance(item, LineTooLong):
+                self._error("line too long")
+            else:
+                self._line(item, out)
+        return out
 
     def close(self) -> list[IngestedTelegram]:
         """Flush a last line that had no newline."""
         out: list[IngestedTelegram] = []
-        if self._buffer and not self._discarding:
-            self._line(bytes(self._buffer), out)
-        self._buffer.clear()
-        self._discarding = False
+        last = self._splitter.close()
+        if last is not None:
+            self._line(last, out)
         return out
 
     def _line(self, raw: bytes, out: list[IngestedTelegram]) -> None:
