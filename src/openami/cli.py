@@ -788,6 +788,91 @@ def simulate_dlms(
         _run(go)
 
 
+class P1VersionOption(StrEnum):
+    v5 = "5"
+    v4 = "4"
+    v2_2 = "2.2"
+
+
+def _print_push_ports(what: str, servers: list[Any], meters: list[Any], interval_s: float) -> None:
+    first, last = servers[0].port, servers[-1].port
+    where = f"{servers[0].host}:{first}" + (f"..{last}" if len(servers) > 1 else "")
+    console.print(f"{what} on {where}, one frame every {interval_s:g} s (Ctrl-C stops)")
+    if len(servers) > 1 and last - first != len(servers) - 1:  # ephemeral ports: list them
+        for server, meter in zip(servers, meters, strict=True):
+            console.print(f"  {server.host}:{server.port}  seed {meter.seed}")
+
+
+@simulate_app.command("p1")
+def simulate_p1(
+    meters: Annotated[int, typer.Option(min=1, max=10_000, help="Meter i listens on port + i.")] = 1,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="First TCP port; 0: ephemeral ports.")] = 18088,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    version: Annotated[
+        P1VersionOption, typer.Option(help="DSMR version of the telegrams.")
+    ] = P1VersionOption.v5,
+    interval: Annotated[
+        float | None, typer.Option(min=0.05, help="Seconds between telegrams [default: 1 for v5, 10 before].")
+    ] = None,
+    encryption_key: Annotated[
+        str | None, typer.Option(help="Encrypt as E-MeterP1 (Luxembourg/Austria): EK, 32 hex digits.")
+    ] = None,
+    authentication_key: Annotated[str | None, typer.Option(help="AK for E-MeterP1, 32 hex digits.")] = None,
+) -> None:
+    """Serve simulated DSMR P1 ports over TCP (as ser2net or a P1 dongle would) until Ctrl-C."""
+
+    def go() -> None:
+        from openami.protocols.dsmr import P1Keys
+        from openami.simulator.p1_meter import build_p1_meters
+        from openami.simulator.push_port import serve_push_meters
+
+        keys = None
+        if encryption_key is not None or authentication_key is not None:
+            if encryption_key is None or authentication_key is None:
+                raise CliError("E-MeterP1 needs both --encryption-key and --authentication-key", 2)
+            keys = P1Keys(bytes.fromhex(encryption_key), bytes.fromhex(authentication_key))
+        sims = build_p1_meters(meters, version=version.value, interval_s=interval, keys=keys)
+        what = f"{meters} DSMR {version.value} P1 meter(s)" + (" (encrypted)" if keys else "")
+        asyncio.run(
+            serve_push_meters(
+                sims,
+                host=host,
+                base_port=port,
+                on_ready=lambda servers: _print_push_ports(what, servers, sims, sims[0].interval_s),
+            )
+        )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go)
+
+
+@simulate_app.command("sml")
+def simulate_sml(
+    meters: Annotated[int, typer.Option(min=1, max=10_000, help="Meter i listens on port + i.")] = 1,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="First TCP port; 0: ephemeral ports.")] = 18188,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    interval: Annotated[float, typer.Option(min=0.05, help="Seconds between SML files.")] = 1.0,
+) -> None:
+    """Serve simulated eHZ meters' SML interfaces over TCP (as an optical-head bridge would) until Ctrl-C."""
+
+    def go() -> None:
+        from openami.simulator.push_port import serve_push_meters
+        from openami.simulator.sml_meter import build_sml_meters
+
+        sims = build_sml_meters(meters, interval_s=interval)
+        asyncio.run(
+            serve_push_meters(
+                sims,
+                host=host,
+                base_port=port,
+                on_ready=lambda servers: _print_push_ports(f"{meters} SML meter(s)", servers, sims, interval),
+            )
+        )
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go)
+
+
 def main() -> None:
     app()
 

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from openami.protocols.sml import SmlError, SmlStreamParser, parse_file, to_json
+from openami.protocols.sml.encode import file, message
 from openami.protocols.sml.transport import MAX_FILE_BYTES
 from tests.protocols.dlms.fuzzing import FUZZ_TIME_LIMIT_S
-from tests.protocols.sml.sml_encode import file, message
 from tests.protocols.sml.test_sml import EBZ_DD3
 
 _START = b"\x1b\x1b\x1b\x1b\x01\x01\x01\x01"

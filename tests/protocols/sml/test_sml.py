@@ -1,4 +1,5 @@
-"""SML transport, TL decoding, messages and values: public meter dumps, and round trips through sml_encode.
+"""SML transport, TL decoding, messages and values: public meter dumps, and round trips through the
+encoder (:mod:`openami.protocols.sml.encode`).
 
 Real dumps (facts about what meters send, not code):
 
@@ -34,9 +35,7 @@ from openami.protocols.sml import (
     unframe,
     values,
 )
-from openami.protocols.sml.tl import MAX_DEPTH, SmlReader
-from openami.protocols.sml.transport import MAX_FILE_BYTES
-from tests.protocols.sml.sml_encode import (
+from openami.protocols.sml.encode import (
     Int,
     encode,
     file,
@@ -46,6 +45,8 @@ from tests.protocols.sml.sml_encode import (
     open_response,
     time_sec_index,
 )
+from openami.protocols.sml.tl import MAX_DEPTH, SmlReader
+from openami.protocols.sml.transport import MAX_FILE_BYTES
 
 EBZ_DD3 = bytes.fromhex(
     "1B1B1B1B01010101 7605 0095A0D5 6200 6200 72 6500000101 76 01 01 07 65425A444433"

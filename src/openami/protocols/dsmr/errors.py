@@ -30,3 +30,33 @@ class CrcError(TelegramError):
         super().__init__(reason)
         self.expected = expected
         self.received = received
+
+
+class EncryptedFrameError(DsmrError):
+    """An encrypted P1 frame (E-MeterP1: Luxembourg, Austria) that cannot be opened: malformed header,
+    unsupported security control, or one of the subclasses below.
+
+    ``offset`` is where in the frame the problem was found, when known.
+    """
+
+    def __init__(self, reason: str, offset: int | None = None) -> None:
+        super().__init__(reason if offset is None else f"{reason} (at byte {offset})")
+        self.reason = reason
+        self.offset = offset
+
+
+class TruncatedFrameError(EncryptedFrameError):
+    """The frame ends before its header, or before the length its header declares."""
+
+
+class DecryptionError(EncryptedFrameError):
+    """The keys given do not open the frame (see the two subclasses for which one is wrong)."""
+
+
+class WrongKeyError(DecryptionError):
+    """The frame does not decrypt to a telegram: the encryption key is not this meter's."""
+
+
+class AuthenticationError(DecryptionError):
+    """The frame decrypts to a telegram but its GCM tag does not verify: a wrong authentication key, or
+    bytes altered on the way. Its content must not be trusted."""

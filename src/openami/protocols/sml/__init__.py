@@ -3,11 +3,18 @@ optical interface. Written here from the public specification. Sans-IO.
 
 ``transport`` frames a file (escape sequences, padding, CRC-16/X-25) and finds files in a serial stream;
 ``tl`` decodes the type-length encoded values; ``messages`` turns them into Open/GetList/Close/Attention
-responses with per-message CRCs; ``export`` gives values with the scaler applied and the JSON view. Every
-parser ends in a value or an :class:`~openami.protocols.sml.errors.SmlError`, with bounded work.
+responses with per-message CRCs; ``export`` gives values with the scaler applied and the JSON view;
+``encode`` writes all of it back (what the simulated meters send). Every parser ends in a value or an
+:class:`~openami.protocols.sml.errors.SmlError`, with bounded work.
 """
 
-from openami.protocols.sml.errors import SmlCrcError, SmlDecodeError, SmlError, SmlFrameError
+from openami.protocols.sml.errors import (
+    SmlCrcError,
+    SmlDecodeError,
+    SmlEncodeError,
+    SmlError,
+    SmlFrameError,
+)
 from openami.protocols.sml.export import SmlReading, to_json, values
 from openami.protocols.sml.messages import (
     AttentionResponse,
@@ -31,6 +38,7 @@ __all__ = [
     "OpenResponse",
     "SmlCrcError",
     "SmlDecodeError",
+    "SmlEncodeError",
     "SmlError",
     "SmlFile",
     "SmlFrameError",

@@ -22,3 +22,7 @@ class SmlCrcError(SmlFrameError):
 
 class SmlDecodeError(SmlError):
     """A file whose transport is sound but whose content is not SML: bad TL field, wrong list shape."""
+
+
+class SmlEncodeError(SmlError, ValueError):
+    """A value the encoder cannot write: an integer too wide for its field, a length no TL field holds."""
