@@ -24,9 +24,11 @@ from openami.config import Settings
 from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
 from openami.hes.dlms_push import DlmsPushListener
+from openami.hes.iec_collector import IecCollector
 from openami.hes.mbus_collector import MbusCollector
 from openami.hes.modbus_collector import ModbusCollector
 from openami.hes.mqtt_listener import MqttGatewayListener
+from openami.hes.p1_collector import P1Collector
 from openami.hes.poller import Poller
 from openami.hes.rejected import RejectedMessage
 from openami.hes.wmbus_ingest import WmbusIngest
@@ -56,8 +58,11 @@ class Platform:
     collector: DlmsCollector | None = None
     modbus: ModbusCollector | None = None
     mbus: MbusCollector | None = None
+    iec: IecCollector | None = None
+    p1: P1Collector | None = None
     poller: Poller | None = None
     commands: CommandService | None = None
+    wmbus_ingest: WmbusIngest | None = None
     wmbus_receivers: list[WmbusReceiverInput] = field(default_factory=list)
     _started: list[str] = field(default_factory=list)
 
@@ -143,8 +148,8 @@ class Platform:
             )
 
     def _build_pull(self, vault: KeyVault) -> None:
-        """The DLMS, Modbus and M-Bus collectors and the command service (always), and the poller when
-        polling is on."""
+        """The DLMS, Modbus, M-Bus, IEC 62056-21 and P1/SML collectors and the command service (always),
+        and the poller when polling is on."""
         settings = self.settings
         title = bytes.fromhex(settings.dlms_client_system_title)
         options = CollectorOptions(
@@ -160,24 +165,42 @@ class Platform:
         )
         self.modbus = ModbusCollector(self.engine, self.bus, concurrency=settings.poll_concurrency)
         self.mbus = MbusCollector(self.engine, self.bus)
+        self.iec = IecCollector(self.engine, self.bus)
+        self.p1 = P1Collector(self.engine, self.bus, vault=vault, concurrency=settings.poll_concurrency)
         if settings.poll_interval_s:
             collector = self.collector
             self.poller = Poller(
-                [lambda: collector.collect_all(vault), self.modbus.collect_all, self.mbus.collect_all],
+                [lambda: collector.collect_all(vault), *(c.collect_all for c in self.bus_collectors)],
                 settings.poll_interval_s,
             )
 
+    @property
+    def bus_collectors(self) -> list[ModbusCollector | MbusCollector | IecCollector | P1Collector]:
+        """The pull collectors of meters behind converters, gateways and port dongles (all but DLMS)."""
+        return [c for c in (self.modbus, self.mbus, self.iec, self.p1) if c is not None]
+
     async def _start_wmbus_receivers(self, wmbus: WmbusIngest) -> None:
-        """The wM-Bus receivers read by the head-end itself (settings ``wmbus_receivers``); a stick that
-        is not there yet is retried in the background, so this never waits for one."""
+        """The wM-Bus receivers read by the head-end itself (settings ``wmbus_receivers``)."""
+        self.wmbus_ingest = wmbus
         for tenant, urls in self.settings.wmbus_receivers.items():
             for url in urls:
-                receiver = WmbusReceiverInput(
-                    url, tenant, self.bus, wmbus, on_rejected=self._keep_rejected("wmbus-receiver")
-                )
-                await receiver.start()
-                self.wmbus_receivers.append(receiver)
-        if self.wmbus_receivers:
+                await self.add_wmbus_receiver(tenant, url)
+
+    async def add_wmbus_receiver(self, tenant: str, url: str, **options: Any) -> WmbusReceiverInput:
+        """Start reading the receiver at ``url`` for ``tenant`` (a stick that is not there yet is retried
+        in the background, so this never waits for one); it stops with the platform."""
+        if self.wmbus_ingest is None:
+            raise RuntimeError("start the platform before adding receivers")
+        receiver = WmbusReceiverInput(
+            url,
+            tenant,
+            self.bus,
+            self.wmbus_ingest,
+            on_rejected=self._keep_rejected("wmbus-receiver"),
+            **options,
+        )
+        await receiver.start()
+        if not self.wmbus_receivers:
             self._started.append("wmbus_receivers")
             receivers = self.wmbus_receivers
             self.metrics.track_counters(
@@ -186,6 +209,8 @@ class Platform:
                 "outcome",
                 lambda: _receiver_counts(receivers),
             )
+        self.wmbus_receivers.append(receiver)
+        return receiver
 
     async def _start_dlms_push(self, vault: KeyVault) -> None:
         settings = self.settings
@@ -213,6 +238,7 @@ class Platform:
         if "wmbus_receivers" in self._started:
             for receiver in self.wmbus_receivers:
                 await receiver.stop()
+            self.wmbus_receivers.clear()
         if "dlms_push" in self._started and self.dlms_push is not None:
             await self.dlms_push.stop()
         if "bus" in self._started:

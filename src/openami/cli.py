@@ -217,7 +217,14 @@ def demo(
                 "DLMS meters polled / readings / failed",
                 f"{summary.pulled_meters} / {summary.pulled_readings:,} / {summary.pull_failures}",
             ),
-            ("Modbus and M-Bus meters / readings", f"{summary.bus_meters} / {summary.bus_readings:,}"),
+            (
+                "field-bus and port meters read / readings",  # Modbus, M-Bus, IEC 62056-21, P1, SML
+                f"{summary.bus_meters} / {summary.bus_readings:,}",
+            ),
+            (
+                "wM-Bus meters / telegrams / readings",
+                f"{summary.radio_meters} / {summary.radio_telegrams} / {summary.radio_readings:,}",
+            ),
             ("readings stored (new)", f"{summary.readings_inserted:,}"),
             ("readings revised (new version)", f"{summary.readings_revised:,}"),
             ("readings already stored", f"{summary.readings_unchanged:,}"),

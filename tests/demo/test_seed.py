@@ -7,7 +7,14 @@ from collections import Counter
 from sqlalchemy import Engine, func, select
 
 from openami.demo.runner import virtual_gateways
-from openami.demo.seed import DEMO_TENANT, dlms_meters, households, provision_dlms_keys, seed_demo
+from openami.demo.seed import (
+    DEMO_TENANT,
+    dlms_meters,
+    households,
+    provision_dlms_keys,
+    provision_radio_keys,
+    seed_demo,
+)
 from openami.security.keyvault import KeyVault
 from openami.store import schema
 from openami.store.repositories import Scope, comm_devices, meters
@@ -40,7 +47,7 @@ def test_demo_utility_has_every_medium_and_buildings_with_apartments(engine: Eng
             .where(schema.service_point.c.kind == "apartment", schema.service_point.c.parent_id.is_(None))
         ).scalar_one()
         assert orphans == 0  # every apartment belongs to its building
-        assert count(schema.meter_installation) == 327
+        assert count(schema.meter_installation) == 337
         dlms = conn.execute(
             select(schema.meter.c.protocol, schema.meter.c.comm_device_id).where(
                 schema.meter.c.serial.like("DLMS-0%")
@@ -61,7 +68,7 @@ def test_seeding_twice_changes_nothing(engine: Engine) -> None:
     second = seed_demo(engine)
     assert first == second
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 327
+        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 337
 
 
 def test_a_demo_database_from_before_dlms_meters_gets_them(engine: Engine) -> None:
@@ -90,7 +97,7 @@ def test_the_simulation_plays_the_seeded_layout_not_whatever_users_add(engine: E
             layout.tenant_id,
             {"serial": "X 1", "medium": "water", "protocol": "wmbus", "comm_device_id": gateway.id},
         )
-        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 328
+        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 338
     again = seed_demo(engine)
     played = {m.serial for g in virtual_gateways(again) for m in g.meters}
     assert "X 1" not in played
@@ -131,3 +138,17 @@ def test_dlms_keys_are_provisioned_once(engine: Engine) -> None:
     with engine.connect() as conn:
         versions = conn.execute(select(schema.device_key.c.key_version).distinct()).scalars().all()
     assert versions == [1]
+
+
+def test_radio_meters_keys_are_filed_under_their_link_address(engine: Engine) -> None:
+    from openami.demo.field import radio_receiver
+
+    layout = seed_demo(engine)
+    vault = KeyVault(engine, bytes(32))
+    assert provision_radio_keys(engine, vault, layout) == 5
+    assert provision_radio_keys(engine, vault, layout) == 0
+    heard = {m.link_address: m.key for m in radio_receiver(layout).meters}
+    for radio in layout.radio_meters:
+        keys = vault.push_keys(radio.link_address)
+        assert keys is not None and keys.meter_serial == radio.serial
+        assert heard[radio.link_address] == keys.encryption_key  # the simulator sends what the vault opens

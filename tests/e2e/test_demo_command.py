@@ -80,11 +80,18 @@ def test_demo_once_prints_a_summary(tmp_path: Path, free_port: int) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "readings stored (new)" in result.stdout
-    assert "327 / 7" in result.stdout  # meters / gateways: 300 behind gateways, 12 pushing, 6+9 polled
+    # meters / gateways: 300 behind gateways, 12 pushing, 6 DLMS + 14 field meters polled, 5 radio
+    assert "337 / 7" in result.stdout
     polled = next(line for line in result.stdout.splitlines() if "DLMS meters polled" in line)
     assert " 6 / " in polled and polled.rstrip(" │").endswith("/ 0"), polled
-    buses = next(line for line in result.stdout.splitlines() if "M-Bus meters" in line)
-    assert " 9 / 73 " in buses, buses  # 3 SDM630 (13 points), 3 Modbus heat (6), 3 M-Bus meters (16)
+    buses = next(line for line in result.stdout.splitlines() if "port meters read" in line)
+    # 3 SDM630 (13 points), 3 Modbus heat (6), 3 M-Bus (16), 3 IEC 62056-21, a DSMR 5 and an SML meter
+    assert " 14 / 122 " in buses, buses
+    radio = next(line for line in result.stdout.splitlines() if "wM-Bus meters" in line)
+    meters, telegrams, _readings = (
+        int(part.strip(" │").replace(",", "")) for part in radio.split("│")[2].split("/")
+    )
+    assert meters == 5 and telegrams >= 5, radio  # every radio meter heard at least once
     # 0.1 days rounds to 9 quarter hours (2.25 h) or 10, depending on when in the quarter it starts
     pushes = next(line for line in result.stdout.splitlines() if "DLMS meters / pushes" in line)
     assert any(f"12 / {12 * quarters}" in pushes for quarters in (9, 10)), pushes

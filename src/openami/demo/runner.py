@@ -26,17 +26,24 @@ from typing import cast
 
 from openami.app import Platform
 from openami.config import Settings
-from openami.demo.seed import DEMO_TENANT, DemoLayout, modem_ident, provision_dlms_keys, seed_demo
-from openami.drivers.modbus.models import MODELS
+from openami.demo.field import consumer_ports, iec_converter, modbus_gateway, radio_receiver
+from openami.demo.seed import (
+    DEMO_TENANT,
+    IEC_PROTOCOL,
+    DemoLayout,
+    modem_ident,
+    provision_dlms_keys,
+    provision_radio_keys,
+    seed_demo,
+)
 from openami.hes.dlms_targets import load_targets
 from openami.security.keyvault import KeyVault, load_master_key
-from openami.simulator.consumption import ConsumptionModel, Medium
+from openami.simulator.consumption import Medium
 from openami.simulator.dlms_meter import MeterKeys, SimulatedMeter
 from openami.simulator.dlms_push import DlmsPushMeter
 from openami.simulator.dlms_server import DlmsSimulator
 from openami.simulator.gateway import SimMeter, VirtualGateway
 from openami.simulator.mbus_meter import MbusBusSimulator
-from openami.simulator.modbus_meter import ModbusSimulator, SimulatedModbusMeter
 from openami.transports.mqtt import make_client
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,11 @@ class DemoSummary:
     bus_meters: int = 0
     """Modbus and M-Bus sub-meters read in the back-fill's collection round (and their readings)."""
     bus_readings: int = 0
+    radio_meters: int = 0
+    """Wireless M-Bus meters in the layout, and the telegrams (and readings) the receiver took from them
+    during the back-fill."""
+    radio_telegrams: int = 0
+    radio_readings: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -121,38 +133,21 @@ def pulled_simulators(layout: DemoLayout) -> list[SimulatedMeter]:
     ]
 
 
-def modbus_gateway(layout: DemoLayout) -> ModbusSimulator:
-    """One simulated Modbus gateway holding every building's sub-meters, driven by the consumption model."""
-    devices: dict[int, SimulatedModbusMeter] = {}
-    for meter in layout.building_meters:
-        if meter.protocol != "modbus":
-            continue
-        medium: Medium = "electricity" if meter.medium == "electricity" else "heat"
-        model = ConsumptionModel(medium, zlib.crc32(meter.serial.encode()))
-
-        def energy(model: ConsumptionModel = model) -> float:
-            return model.register_value(_floor(datetime.now(UTC), INTERVAL)) * 1000.0  # kWh -> Wh
-
-        values: dict[str, Callable[[], float]] = (
-            {"1-0:1.8.0": energy, "1-0:32.7.0": lambda: 230.4, "1-0:14.7.0": lambda: 50.01}
-            if medium == "electricity"
-            else {"6-0:1.0.0": energy, "6-0:10.0.0": lambda: 68.5, "6-0:11.0.0": lambda: 44.0}
-        )
-        devices[meter.unit] = SimulatedModbusMeter(MODELS[meter.model], values)
-    return ModbusSimulator("127.0.0.1", 0, devices)
-
-
-def point_building_meters(platform: Platform, layout: DemoLayout, modbus_port: int, mbus_port: int) -> None:
-    """Give each sub-meter's device entry the address of its gateway or converter in this run."""
+def point_building_meters(platform: Platform, layout: DemoLayout, ports: dict[str, int]) -> None:
+    """Give each sub-meter's device entry the address of its gateway or converter in this run (``ports``:
+    the shared devices' by protocol, a consumer port's by its meter's serial)."""
     from openami.store.schema import comm_device
 
+    addresses = {
+        "modbus": lambda m: f"modbus+tcp://127.0.0.1:{ports['modbus']}?unit={m.unit}",
+        "mbus": lambda m: f"mbus+tcp://127.0.0.1:{ports['mbus']}?primary={m.unit}",
+        IEC_PROTOCOL: lambda m: f"iec+tcp://127.0.0.1:{ports[IEC_PROTOCOL]}?address={m.serial}",
+        "dsmr": lambda m: f"dsmr+tcp://127.0.0.1:{ports[m.serial]}",
+        "sml": lambda m: f"sml+tcp://127.0.0.1:{ports[m.serial]}",
+    }
     with platform.engine.begin() as conn:
         for meter in layout.building_meters:
-            address = (
-                f"modbus+tcp://127.0.0.1:{modbus_port}?unit={meter.unit}"
-                if meter.protocol == "modbus"
-                else f"mbus+tcp://127.0.0.1:{mbus_port}?primary={meter.unit}"
-            )
+            address = addresses[meter.protocol](meter)
             conn.execute(
                 comm_device.update()
                 .where(comm_device.c.ident == modem_ident(meter.serial))
@@ -219,10 +214,10 @@ async def backfill(
         pushed = sum(await asyncio.gather(*(meter.push_span(*address, start, end) for meter in dlms)))
     pulled, pulled_readings, pull_failures = await collect_pulled(platform, layout)
     bus_read = bus_readings = 0
-    for collector in (platform.modbus, platform.mbus):
-        if collector is not None:
-            bus_report = await collector.collect_all()
-            bus_read, bus_readings = bus_read + bus_report.succeeded, bus_readings + bus_report.readings
+    for collector in platform.bus_collectors:
+        bus_report = await collector.collect_all()
+        bus_read, bus_readings = bus_read + bus_report.succeeded, bus_readings + bus_report.readings
+    radio_heard, radio_readings = await _hear_radio(platform, len(layout.radio_meters))
     await _wait_until(lambda: _handled(platform), handled_before + sent, "MQTT uplinks", timeout_s=300)
     await _wait_until(lambda: _pushes(platform), pushes_before + pushed, "DLMS pushes", timeout_s=300)
     await platform.settle(timeout_s=300)
@@ -232,7 +227,8 @@ async def backfill(
         meters=len(layout.meters)
         + len(layout.dlms_meters)
         + len(layout.pull_meters)
-        + len(layout.building_meters),
+        + len(layout.building_meters)
+        + len(layout.radio_meters),
         gateways=len(gateways),
         span_start=start,
         span_end=end,
@@ -252,7 +248,23 @@ async def backfill(
         pull_failures=pull_failures,
         bus_meters=bus_read,
         bus_readings=bus_readings,
+        radio_meters=len(layout.radio_meters),
+        radio_telegrams=radio_heard,
+        radio_readings=radio_readings,
     )
+
+
+async def _hear_radio(platform: Platform, meters: int, *, timeout_s: float = 30.0) -> tuple[int, int]:
+    """Wait until the head-end's receivers have decoded as many telegrams as there are radio meters
+    (each transmits every :data:`RADIO_INTERVAL_S`); (telegrams, readings) so far."""
+
+    def decoded() -> int:
+        return sum(r.stats.telegrams for r in platform.wmbus_receivers)
+
+    if not platform.wmbus_receivers:
+        return 0, 0  # no receiver in this run (tests of the back-fill alone)
+    await _wait_until(decoded, meters, "wM-Bus telegrams", timeout_s=timeout_s)
+    return decoded(), sum(r.stats.readings for r in platform.wmbus_receivers)
 
 
 def _handled(platform: Platform) -> int:
@@ -343,22 +355,38 @@ def prepare(platform: Platform) -> DemoLayout:
     layout = seed_demo(platform.engine)
     vault = KeyVault(platform.engine, load_master_key(platform.settings))
     provision_dlms_keys(platform.engine, vault, layout)
+    provision_radio_keys(platform.engine, vault, layout)
     ensure_user(platform.engine, DEMO_TENANT, DEMO_ADMIN, DEMO_PASSWORD, role="admin")
     return layout
+
+
+async def _start_field(simulators: contextlib.AsyncExitStack, platform: Platform, layout: DemoLayout) -> None:
+    """Start every simulated device the head-end reads (DLMS meters, Modbus gateway, M-Bus and RS-485
+    converters, consumer-port dongles, the radio receiver) on free loopback ports and point the platform
+    at them."""
+    meters = await simulators.enter_async_context(DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0))
+    gateway = await simulators.enter_async_context(modbus_gateway(layout))
+    mbus = await simulators.enter_async_context(MbusBusSimulator())
+    iec = await simulators.enter_async_context(iec_converter(layout))
+    radio = await simulators.enter_async_context(radio_receiver(layout))
+    await asyncio.to_thread(point_modems, platform, meters)
+    ports = {"modbus": gateway.port, "mbus": mbus.port, IEC_PROTOCOL: iec.port}
+    for serial, port in consumer_ports(layout).items():
+        ports[serial] = (await simulators.enter_async_context(port)).port
+    await asyncio.to_thread(point_building_meters, platform, layout, ports)
+    receiver = await platform.add_wmbus_receiver(
+        DEMO_TENANT, f"wmbus+tcp://127.0.0.1:{await radio.serve_tcp()}"
+    )
+    simulators.push_async_callback(receiver.stop)  # before the stick goes: no "line dropped" at the end
 
 
 async def run_once(settings: Settings, *, days: float = 7, progress: Progress | None = None) -> DemoSummary:
     platform = Platform.build(settings)
     await platform.start()
     try:
-        layout = await asyncio.to_thread(prepare, platform)
-        async with (
-            DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0) as simulator,
-            modbus_gateway(layout) as gateway,
-            MbusBusSimulator() as mbus,
-        ):
-            await asyncio.to_thread(point_modems, platform, simulator)
-            await asyncio.to_thread(point_building_meters, platform, layout, gateway.port, mbus.port)
+        async with contextlib.AsyncExitStack() as simulators:
+            layout = await asyncio.to_thread(prepare, platform)
+            await _start_field(simulators, platform, layout)
             return await backfill(
                 platform, layout, days=days, dlms=dlms_push_meters(layout), progress=progress
             )
@@ -378,13 +406,7 @@ async def run_forever(
     try:
         async with contextlib.AsyncExitStack() as simulators:
             layout = await asyncio.to_thread(prepare, platform)
-            meters = await simulators.enter_async_context(
-                DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0)
-            )
-            gateway = await simulators.enter_async_context(modbus_gateway(layout))
-            mbus = await simulators.enter_async_context(MbusBusSimulator())
-            await asyncio.to_thread(point_modems, platform, meters)
-            await asyncio.to_thread(point_building_meters, platform, layout, gateway.port, mbus.port)
+            await _start_field(simulators, platform, layout)
             await _serve_and_feed(platform, layout, days=days, speedup=speedup, on_ready=on_ready)
     finally:
         await platform.stop()

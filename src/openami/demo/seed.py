@@ -49,6 +49,17 @@ DLMS_PREMISES = 12
 DLMS_PULL_PREMISES = 6
 DLMS_METER_MODEL = ("Landis+Gyr", "E450")
 DLMS_PROTOCOL = "dlms"
+IEC_PROTOCOL = "iec62056-21"
+IEC_METERS = 3
+WMBUS_PROTOCOL = "wmbus"
+#: What the demo's field devices are, by the protocol of the meters behind them.
+FIELD_DEVICE_MODELS: Final = {
+    "modbus": "Modbus TCP gateway",
+    "mbus": "M-Bus-to-TCP converter",
+    IEC_PROTOCOL: "RS-485-to-TCP converter",
+    "dsmr": "P1 dongle (TCP)",
+    "sml": "optical reading head (TCP bridge)",
+}
 #: The demo meters' FLAG-style manufacturer prefix of their system titles ("OAM", OpenAMI).
 _DEMO_TITLE_PREFIX: Final = b"OAM"
 
@@ -100,8 +111,9 @@ def _demo_key(kind: KeyKind, serial: str) -> bytes:
 
 @dataclass(frozen=True)
 class BuildingMeter:
-    """A building's sub-meter on a field bus: Modbus (``unit`` = device id behind the gateway) or wired
-    M-Bus (``unit`` = primary address behind the converter)."""
+    """A building's sub-meter on a field bus: Modbus (``unit`` = device id behind the gateway), wired
+    M-Bus (``unit`` = primary address behind the converter) or IEC 62056-21 on an RS-485 line (addressed
+    by its serial; ``unit`` only orders them)."""
 
     serial: str
     building: str
@@ -109,6 +121,30 @@ class BuildingMeter:
     protocol: str
     model: str
     unit: int
+
+
+@dataclass(frozen=True)
+class RadioDemoMeter:
+    """A wireless M-Bus (OMS) meter in a building, heard by the receiver in its stairwell. Its AES key is
+    derived from the serial like the DLMS meters' (public, demo only); ``ident`` is the 8-digit radio id."""
+
+    serial: str
+    building: str
+    medium: str
+    ident: str
+    security_mode: int
+
+    @property
+    def key(self) -> bytes:
+        return _demo_key("ek", self.serial)
+
+    @property
+    def link_address(self) -> bytes:
+        """The 8 bytes the key vault files the key under (see ADR 0009)."""
+        from openami.protocols.wmbus.encode import make_address
+        from openami.simulator.wmbus_meter import DEVICE_TYPES
+
+        return make_address("OAM", self.ident, 1, DEVICE_TYPES[self.medium]).to_bytes()  # type: ignore[index]
 
 
 @dataclass(frozen=True)
@@ -121,7 +157,9 @@ class DemoLayout:
     pull_meters: list[DlmsDemoMeter] = field(default_factory=list)
     """The meters the head-end reads over DLMS (load profile, clock) through their modems."""
     building_meters: list[BuildingMeter] = field(default_factory=list)
-    """The buildings' sub-meters read over Modbus and wired M-Bus."""
+    """The buildings' sub-meters read over Modbus, wired M-Bus and IEC 62056-21."""
+    radio_meters: list[RadioDemoMeter] = field(default_factory=list)
+    """The wireless M-Bus meters the head-end's receiver hears."""
 
     @property
     def gateways(self) -> list[str]:
@@ -172,7 +210,9 @@ def pull_meters() -> list[DlmsDemoMeter]:
 def building_meters() -> list[BuildingMeter]:
     """Per building, the common-area electricity and central heat meters on Modbus; in building B01's
     boiler room, a heat meter and two water meters on wired M-Bus (the ids and primary addresses the
-    M-Bus bus simulator answers to). Pure, like the rest."""
+    M-Bus bus simulator answers to); in B02, three legacy meters on one RS-485 line (IEC 62056-21); and
+    the caretakers' flats' meters read at their consumer ports, a DSMR P1 dongle in B01 and an optical
+    head on an SML meter in B02 (``unit`` seeds their households). Pure, like the rest."""
     found = []
     for b in range(1, BUILDINGS + 1):
         building = f"B{b:02d}"
@@ -183,6 +223,20 @@ def building_meters() -> list[BuildingMeter]:
     found.append(BuildingMeter("MB-12345678", "B01", "heat", "mbus", "", 1))
     found.append(BuildingMeter("MB-12345699", "B01", "water", "mbus", "", 2))
     found.append(BuildingMeter("MB-87654321", "B01", "water", "mbus", "", 5))
+    found += [
+        BuildingMeter(f"7100000{n}", "B02", "electricity", IEC_PROTOCOL, "Iskraemeco ME382", n)
+        for n in range(1, IEC_METERS + 1)
+    ]
+    found.append(BuildingMeter("P1-B01", "B01", "electricity", "dsmr", "DSMR 5 meter", 1))
+    found.append(BuildingMeter("SML-B02", "B02", "electricity", "sml", "eHZ meter", 2))
+    return found
+
+
+def radio_meters() -> list[RadioDemoMeter]:
+    """Building B03's wireless M-Bus meters: water meters (security mode 5) in the apartments' risers and
+    the building's heat meter (mode 7, authenticated). Pure, like the rest."""
+    found = [RadioDemoMeter(f"WM-3000000{n}", "B03", "water", f"3000000{n}", 5) for n in range(1, 5)]
+    found.append(RadioDemoMeter("WM-40000001", "B03", "heat", "40000001", 7))
     return found
 
 
@@ -219,12 +273,18 @@ def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
         missing = [m for m in sub_meters if m.serial not in _meter_ids(conn, int(tenant_id), [m.serial])]
         if missing:
             _create_building_meters(conn, int(tenant_id), missing, now)
+        radio = radio_meters()
+        known = _meter_ids(conn, int(tenant_id), [m.serial for m in radio])
+        unknown = [m for m in radio if m.serial not in known]
+        if unknown:
+            _create_radio_meters(conn, int(tenant_id), unknown, now)
     return DemoLayout(
         int(tenant_id),
         [meter for household in layout for meter in household.meters],
         pushing,
         polled,
         sub_meters,
+        radio,
     )
 
 
@@ -254,6 +314,24 @@ def provision_dlms_keys(engine: Engine, vault: KeyVault, layout: DemoLayout) -> 
                     secret=secret,
                 )
                 stored += 1
+    return stored
+
+
+def provision_radio_keys(engine: Engine, vault: KeyVault, layout: DemoLayout) -> int:
+    """Store each wireless demo meter's key under its link address (idempotent, like the DLMS keys)."""
+    with engine.connect() as conn:
+        ids = _meter_ids(conn, layout.tenant_id, [m.serial for m in layout.radio_meters])
+    stored = 0
+    for radio in layout.radio_meters:
+        if vault.get(layout.tenant_id, radio.link_address, "ek") != radio.key:
+            vault.store(
+                layout.tenant_id,
+                system_title=radio.link_address,
+                meter_id=ids[radio.serial],
+                kind="ek",
+                secret=radio.key,
+            )
+            stored += 1
     return stored
 
 
@@ -471,29 +549,49 @@ def _create_building_meters(
                 **t,
                 "ident": modem_ident(m.serial),
                 "kind": "modem",
-                "model": "Modbus TCP gateway" if m.protocol == "modbus" else "M-Bus-to-TCP converter",
+                "model": FIELD_DEVICE_MODELS[m.protocol],
                 "protocol": m.protocol,
             }
             for m in sub_meters
         ],
     )
-    meter_ids = _insert(
-        conn,
-        schema.meter,
-        [
-            {
-                **t,
-                "serial": m.serial,
-                "medium": m.medium,
-                "protocol": m.protocol,
-                "model": m.model,
-                "comm_device_id": modem_id,
-                "installed_at": now,
-            }
-            for m, modem_id in zip(sub_meters, modem_ids, strict=True)
-        ],
-    )
-    buildings = dict(
+    rows = [
+        {
+            "serial": m.serial,
+            "medium": m.medium,
+            "protocol": m.protocol,
+            "model": m.model,
+            "comm_device_id": modem_id,
+        }
+        for m, modem_id in zip(sub_meters, modem_ids, strict=True)
+    ]
+    _install(conn, tenant_id, rows, [m.building for m in sub_meters], now)
+
+
+def _create_radio_meters(
+    conn: Connection, tenant_id: int, radio: list[RadioDemoMeter], now: datetime
+) -> None:
+    """Wireless meters have no device entry of their own: any receiver that hears them will do."""
+    rows = [
+        {
+            "serial": m.serial,
+            "medium": m.medium,
+            "protocol": WMBUS_PROTOCOL,
+            "manufacturer": "OpenAMI",
+            "model": "simulated OMS meter",
+        }
+        for m in radio
+    ]
+    _install(conn, tenant_id, rows, [m.building for m in radio], now)
+
+
+def _install(
+    conn: Connection, tenant_id: int, meters: list[dict[str, Any]], buildings: list[str], now: datetime
+) -> None:
+    """Insert ``meters`` (column values) installed now at the service points of ``buildings``."""
+    t = {"tenant_id": tenant_id}
+    meter_ids = _insert(conn, schema.meter, [{**t, **m, "installed_at": now} for m in meters])
+    points = dict(
         conn.execute(
             select(schema.service_point.c.code, schema.service_point.c.id).where(
                 schema.service_point.c.tenant_id == tenant_id, schema.service_point.c.kind == "building"
@@ -503,7 +601,7 @@ def _create_building_meters(
     conn.execute(
         insert(schema.meter_installation),
         [
-            {**t, "meter_id": meter_id, "service_point_id": buildings[m.building], "installed_at": now}
-            for m, meter_id in zip(sub_meters, meter_ids, strict=True)
+            {**t, "meter_id": meter_id, "service_point_id": points[building], "installed_at": now}
+            for building, meter_id in zip(buildings, meter_ids, strict=True)
         ],
     )

@@ -1,0 +1,97 @@
+"""The demo's field devices: the simulated gateways, converters and receivers the head-end reads, built
+from the layout so every meter's values follow its own consumption model (seeded by its serial).
+
+Each builder returns an async context manager that serves on a free loopback port; the runner points
+the seeded device entries (or a head-end receiver input) at the ports of this run.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+from openami.demo.seed import IEC_PROTOCOL, DemoLayout
+from openami.drivers.modbus.models import MODELS
+from openami.simulator.consumption import ConsumptionModel, Medium
+from openami.simulator.iec62056_21_meter import IecMeterServer, SimulatedIecMeter
+from openami.simulator.modbus_meter import ModbusSimulator, SimulatedModbusMeter
+from openami.simulator.p1_meter import SimulatedP1Meter
+from openami.simulator.push_port import PushPortServer
+from openami.simulator.sml_meter import SimulatedSmlMeter
+from openami.simulator.wmbus_meter import SimulatedReceiver, SimulatedWmbusMeter, WmbusMedium
+
+__all__ = ["RADIO_INTERVAL_S", "consumer_ports", "iec_converter", "modbus_gateway", "radio_receiver"]
+
+INTERVAL = timedelta(minutes=15)
+RADIO_INTERVAL_S = 2.0
+"""How often the demo's radio meters transmit: real OMS meters send every 8-16 s (T1) or every few
+minutes; the demo shortens it so a run hears every meter within seconds."""
+
+
+def _seed(serial: str) -> int:
+    return zlib.crc32(serial.encode())
+
+
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    return epoch + ((moment - epoch) // step) * step
+
+
+def modbus_gateway(layout: DemoLayout) -> ModbusSimulator:
+    """One simulated Modbus gateway holding every building's sub-meters, driven by the consumption model."""
+    devices: dict[int, SimulatedModbusMeter] = {}
+    for meter in layout.building_meters:
+        if meter.protocol != "modbus":
+            continue
+        medium: Medium = "electricity" if meter.medium == "electricity" else "heat"
+        model = ConsumptionModel(medium, _seed(meter.serial))
+
+        def energy(model: ConsumptionModel = model) -> float:
+            return model.register_value(_floor(datetime.now(UTC), INTERVAL)) * 1000.0  # kWh -> Wh
+
+        values: dict[str, Callable[[], float]] = (
+            {"1-0:1.8.0": energy, "1-0:32.7.0": lambda: 230.4, "1-0:14.7.0": lambda: 50.01}
+            if medium == "electricity"
+            else {"6-0:1.0.0": energy, "6-0:10.0.0": lambda: 68.5, "6-0:11.0.0": lambda: 44.0}
+        )
+        devices[meter.unit] = SimulatedModbusMeter(MODELS[meter.model], values)
+    return ModbusSimulator("127.0.0.1", 0, devices)
+
+
+def iec_converter(layout: DemoLayout) -> IecMeterServer:
+    """The RS-485 line of building B02's legacy meters behind one converter, each addressed by serial."""
+    meters = [
+        SimulatedIecMeter(m.serial, address=m.serial, seed=_seed(m.serial))
+        for m in layout.building_meters
+        if m.protocol == IEC_PROTOCOL
+    ]
+    return IecMeterServer(meters)
+
+
+def radio_receiver(layout: DemoLayout) -> SimulatedReceiver:
+    """The receiver stick in building B03's stairwell, hearing its wireless meters."""
+    meters = [
+        SimulatedWmbusMeter(
+            m.ident,
+            cast(WmbusMedium, m.medium),
+            key=m.key,
+            security_mode=m.security_mode,  # type: ignore[arg-type]  # 5 or 7, from the seed
+            interval_s=RADIO_INTERVAL_S,
+            jitter_s=RADIO_INTERVAL_S / 4,
+        )
+        for m in layout.radio_meters
+    ]
+    return SimulatedReceiver(meters)
+
+
+def consumer_ports(layout: DemoLayout) -> dict[str, PushPortServer]:
+    """One pushing port per consumer-port meter (DSMR P1 or SML), by serial: a dongle each."""
+    ports: dict[str, PushPortServer] = {}
+    for m in layout.building_meters:
+        if m.protocol == "dsmr":
+            ports[m.serial] = PushPortServer(SimulatedP1Meter(m.unit, equipment_id=f"E0099{_seed(m.serial)}"))
+        elif m.protocol == "sml":
+            ports[m.serial] = PushPortServer(SimulatedSmlMeter(m.unit))
+    return ports
