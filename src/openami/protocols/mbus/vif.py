@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from openami.protocols.mbus.errors import DecodeError
 
-__all__ = ["MAX_VIFE", "PROFILE_VIFE", "ValueInformation", "parse_vib"]
+__all__ = ["IDENTIFIER_QUANTITIES", "MAX_VIFE", "PROFILE_VIFE", "ValueInformation", "parse_vib"]
 
 MAX_VIFE = 10
 
@@ -126,6 +126,13 @@ _FD_NAMED: dict[int, tuple[str, str]] = {
     0x71: ("rssi", "number"), 0x72: ("daylight_saving", "id"), 0x73: ("listening_window", "id"),
     0x75: ("meter_stopped_count", "number"), 0x76: ("manufacturer_protocol_container", "raw"),
 }  # fmt: skip
+
+
+IDENTIFIER_QUANTITIES: frozenset[str] = frozenset(
+    {"fabrication_no", "enhanced_identification", "bus_address"}
+    | {quantity for quantity, kind in _FD_NAMED.values() if kind == "id"}
+)
+"""Quantities that name or address a meter (serials, versions, codes): numbers, but never readings."""
 
 
 def _fd(code: int) -> Entry:

@@ -21,7 +21,13 @@ from openami.protocols.wmbus.errors import (
 )
 from openami.protocols.wmbus.ingest import IngestedTelegram, LineParser, parse_line
 from openami.protocols.wmbus.link import Address, LinkFrame, crc16_en13757, parse_link
-from openami.protocols.wmbus.telegram import WmbusTelegram, decode_telegram, decode_telegrams, to_json
+from openami.protocols.wmbus.telegram import (
+    WmbusTelegram,
+    decode_link_frame,
+    decode_telegram,
+    decode_telegrams,
+    to_json,
+)
 
 __all__ = [
     "Address",
@@ -41,6 +47,7 @@ __all__ = [
     "WmbusError",
     "WmbusTelegram",
     "crc16_en13757",
+    "decode_link_frame",
     "decode_telegram",
     "decode_telegrams",
     "parse_line",

@@ -42,7 +42,7 @@ from openami.protocols.wmbus.transport import (
     parse_tpl,
 )
 
-__all__ = ["WmbusTelegram", "decode_telegram", "decode_telegrams", "to_json"]
+__all__ = ["WmbusTelegram", "decode_link_frame", "decode_telegram", "decode_telegrams", "to_json"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +157,15 @@ def decode_telegram(
     ``FrameError``, ``UnsupportedCIError``) for bad or unsupported bytes, ``SecurityError`` (incl.
     ``KeyRequiredError``, ``DecryptionError``, ``UnsupportedSecurityModeError``) for protection problems.
     """
-    link = parse_link(data, crc=crc)
+    return decode_link_frame(parse_link(data, crc=crc), key=key, formats=formats)
+
+
+def decode_link_frame(
+    link: LinkFrame, *, key: bytes | None = None, formats: FormatCache | None = None
+) -> WmbusTelegram:
+    """Decode the layers above a parsed link frame (ELL, AFL, TPL, application). Also the entry for
+    bearers that carry the OMS layers without a wM-Bus link layer (OMS over LoRaWAN): the caller builds
+    the :class:`LinkFrame` from the meter's registered address, which the IV and key derivation need."""
     body = link.body
     if not body:
         raise DecodeError("telegram has no CI field", 10)
