@@ -21,15 +21,10 @@ de-duplication above makes safe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
-import random
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-import aiomqtt
-from paho.mqtt.reasoncodes import ReasonCode
 
 from openami.bus.base import Bus, BusError
 from openami.bus.messages import ReadingBatch, readings_subject
@@ -45,8 +40,7 @@ from openami.drivers.mqtt_json import (
 from openami.drivers.mqtt_json.topics import WMBUS_LEAF
 from openami.hes.rejected import RejectedHandler, hand_over
 from openami.hes.wmbus_ingest import WmbusIngest
-from openami.transports.errors import ConnectError
-from openami.transports.mqtt import make_client, parse_mqtt_url
+from openami.transports.mqtt_subscriber import MqttSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +58,6 @@ class ListenerStats:
     rejected: int = 0
     readings: int = 0
     events: int = 0
-    connects: int = 0
 
 
 def message_id(tenant: str, gateway: str, seq: int | None, payload: bytes) -> str:
@@ -110,11 +103,6 @@ def _halves(batch: ReadingBatch) -> tuple[ReadingBatch, ReadingBatch] | None:
     return None
 
 
-def _refused(code: int | ReasonCode) -> bool:
-    """A SUBACK return code of 0x80 or more means the broker did not grant the subscription."""
-    return (code.value if isinstance(code, ReasonCode) else code) >= 0x80
-
-
 class MqttGatewayListener:
     """Subscribes to gateway uplinks on an MQTT broker and publishes their readings on the bus.
 
@@ -137,26 +125,35 @@ class MqttGatewayListener:
         max_bus_message_bytes: int = MAX_BUS_MESSAGE_BYTES,
         wmbus: WmbusIngest | None = None,
     ) -> None:
-        parse_mqtt_url(mqtt_url)  # fail at construction on a malformed URL, not in the background
-        self._url = mqtt_url
+        filters = [(uplink_filter(topic_prefix), UPLINK_QOS)]
+        if wmbus is not None:
+            filters.append((uplink_filter(topic_prefix, WMBUS_LEAF), UPLINK_QOS))
+        self._subscriber = MqttSubscriber(
+            mqtt_url,
+            filters,
+            self._handle,
+            name="mqtt-gateway-listener",
+            client_id=client_id,
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+            connect_timeout_s=connect_timeout_s,
+        )
         self._prefix = topic_prefix
         self._bus = bus
         self._on_rejected = on_rejected
-        self._client_id = client_id
-        self._reconnect_min_s = reconnect_min_s
-        self._reconnect_max_s = reconnect_max_s
-        self._connect_timeout_s = connect_timeout_s
         self._max_bus_message_bytes = max_bus_message_bytes
         self._wmbus = wmbus
-        self._task: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
-        self._last_error = "no answer"
         self.stats = ListenerStats()
 
     @property
     def connected(self) -> bool:
         """Subscribed right now (False while reconnecting)."""
-        return self._subscribed.is_set()
+        return self._subscriber.connected
+
+    @property
+    def connects(self) -> int:
+        """Successful (re)connections so far."""
+        return self._subscriber.connects
 
     async def start(self) -> None:
         """Connect and subscribe; raises :class:`ConnectError` if that fails within the connect timeout.
@@ -164,65 +161,11 @@ class MqttGatewayListener:
         Failing fast at startup surfaces a wrong URL or a missing broker; once running, losing the broker
         only means reconnecting.
         """
-        if self._task is not None:
-            return
-        self._task = asyncio.create_task(self._run(), name="mqtt-gateway-listener")
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                await self._subscribed.wait()
-        except TimeoutError:
-            await self.stop()
-            where = parse_mqtt_url(self._url).display
-            raise ConnectError(f"cannot subscribe at {where}: {self._last_error}") from None
+        await self._subscriber.start()
 
     async def stop(self) -> None:
         """Disconnect; a message being handled is finished (and reaches the bus) first."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    async def _run(self) -> None:
-        delay = self._reconnect_min_s
-        while True:
-            try:
-                async with make_client(
-                    self._url, client_id=self._client_id, persistent_session=self._client_id is not None
-                ) as client:
-                    granted = await client.subscribe(uplink_filter(self._prefix), qos=UPLINK_QOS)
-                    if self._wmbus is not None:
-                        granted = [
-                            *granted,
-                            *await client.subscribe(uplink_filter(self._prefix, WMBUS_LEAF), qos=UPLINK_QOS),
-                        ]
-                    if any(_refused(code) for code in granted):
-                        raise aiomqtt.MqttError("the broker refused the subscription (check its ACL)")
-                    self.stats.connects += 1
-                    self._subscribed.set()
-                    delay = self._reconnect_min_s
-                    log.info("subscribed to %s", uplink_filter(self._prefix))
-                    async for message in client.messages:
-                        await self._handle_to_completion(message)
-            except aiomqtt.MqttError as exc:
-                self._last_error = str(exc) or type(exc).__name__
-            finally:
-                self._subscribed.clear()
-            # Jitter spreads the reconnects of many listeners after a broker restart.
-            pause = delay * random.uniform(0.5, 1.0)
-            log.warning("MQTT broker unavailable (%s); retrying in %.1f s", self._last_error, pause)
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, self._reconnect_max_s)
-
-    async def _handle_to_completion(self, message: aiomqtt.Message) -> None:
-        """Handle one message even if the listener is stopped meanwhile, then let the stop proceed."""
-        handling = asyncio.ensure_future(self._handle(message.topic.value, message.payload))
-        try:
-            await asyncio.shield(handling)
-        except asyncio.CancelledError:
-            await handling
-            raise
+        await self._subscriber.stop()
 
     def _decode(
         self, tenant: str, gateway: str, payload: bytes, received_at: datetime
