@@ -23,6 +23,7 @@ __all__ = [
     "CodecValue",
     "DecodedUplink",
     "codec",
+    "known",
     "register",
 ]
 
@@ -72,10 +73,16 @@ def register(name: str, decoder: Codec) -> None:
     CODECS[name] = decoder
 
 
-def codec(name: str) -> Codec:
-    """The codec registered under ``name`` (importing the built-in ones on first use)."""
+def known() -> frozenset[str]:
+    """The names of every codec (importing the built-in ones on first use)."""
     from openami.protocols.lorawan.codecs import elvaco, mbus_records, oms  # noqa: F401 - they register
 
+    return frozenset(CODECS)
+
+
+def codec(name: str) -> Codec:
+    """The codec registered under ``name``."""
+    known()
     found = CODECS.get(name)
     if found is None:
         raise UnknownProfileError(f"no payload codec {name!r} (known: {', '.join(sorted(CODECS))})")
