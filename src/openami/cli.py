@@ -759,6 +759,76 @@ def bench_dlms(
     _run(go)
 
 
+@bench_app.command("gateway")
+def bench_gateway(
+    meters: Annotated[
+        int, typer.Option(min=2, max=20_000, help="Simulated meters, half M-Bus and half Modbus.")
+    ] = 1500,
+    cycles: Annotated[int, typer.Option(min=1, max=100, help="Polling rounds, back to back.")] = 3,
+    interval: Annotated[
+        int, typer.Option(min=1, max=86400, help="The poll interval to keep up with (s).")
+    ] = 900,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """One gateway agent polling N simulated meters behind a few converters: cycle time, CPU per cycle."""
+
+    def go() -> None:
+        from openami.bench.gateway import run_gateway_bench
+
+        with _progress() as bar:
+            task = bar.add_task("polling cycles", total=cycles)
+            result = run_gateway_bench(
+                meters,
+                cycles=cycles,
+                interval_s=interval,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        if as_json:
+            print(json.dumps(result))
+        else:
+            console.print_json(json.dumps(result))
+
+    _run(go)
+
+
+class LogFormatOption(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command()
+def gateway(
+    config: Annotated[Path, typer.Option("--config", "-c", help="The gateway's TOML configuration file.")],
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_format: Annotated[
+        LogFormatOption, typer.Option(help="Log lines as text or JSON.")
+    ] = LogFormatOption.text,
+) -> None:
+    """Run the gateway / data-concentrator agent: poll local meters, archive, forward to the head-end."""
+
+    def go() -> None:
+        import sqlite3
+
+        from openami.edge.agent import run_gateway
+        from openami.edge.config import GatewayConfigError, load_config
+        from openami.observability.logs import configure_logging
+
+        try:
+            settings = load_config(config)
+        except GatewayConfigError as exc:
+            raise CliError(f"bad gateway configuration: {exc}", 2) from None
+        if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise CliError(f"--log-level: {log_level!r} is not DEBUG, INFO, WARNING or ERROR", 2)
+        configure_logging(log_level, log_format.value)
+        try:
+            asyncio.run(run_gateway(settings))
+        except sqlite3.Error as exc:
+            raise CliError(f"gateway archive {settings.archive}: {exc}", 1) from None
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go)
+
+
 class DlmsFramingOption(StrEnum):
     wrapper = "wrapper"
     hdlc = "hdlc"

@@ -80,10 +80,12 @@ class BusStats:
     pending: dict[str, int] = field(default_factory=dict)
 
 
-class Bus(Protocol):
-    """Publish bytes on a subject; subscribe a handler to a subject pattern (NATS wildcards ``*``, ``>``)."""
+class Publisher(Protocol):
+    """What a producer of messages needs of the bus: ``publish`` alone.
 
-    async def start(self) -> None: ...
+    Drivers and collectors take a Publisher rather than a whole :class:`Bus`, so the gateway agent can
+    hand them its archive (:class:`openami.edge.sink.ArchiveSink`) instead. Every Bus is a Publisher.
+    """
 
     async def publish(
         self,
@@ -95,6 +97,12 @@ class Bus(Protocol):
     ) -> None:
         """Publish durably. ``msg_id`` de-duplicates retried publishes of the same message."""
         ...
+
+
+class Bus(Publisher, Protocol):
+    """Publish bytes on a subject; subscribe a handler to a subject pattern (NATS wildcards ``*``, ``>``)."""
+
+    async def start(self) -> None: ...
 
     async def subscribe(self, subject: str, handler: Handler, options: SubscribeOptions) -> Subscription: ...
 

@@ -2,7 +2,7 @@
 
 A data concentrator must survive days without its uplink and restarts at any moment, and the head-end
 must store each reading once. The archive is one SQLite file (WAL, synchronous=NORMAL: a power cut
-loses at most the last transaction, never corrupts) with three tables:
+loses at most the last transactions, never corrupts) with these tables:
 
 ``reading``
     what the drivers read, keyed by (meter, channel, ts): polling the same interval twice stores it
@@ -11,14 +11,27 @@ loses at most the last transaction, never corrupts) with three tables:
     meter and gateway events, the same way.
 ``outbox``
     batches cut from unsent readings and events, in sequence order, with their payload as it will be
-    sealed (so a resend after a restart sends the same content) and the time it was acknowledged.
+    sealed (so a resend after a restart sends the same content; dropped once acknowledged), the time
+    it was acknowledged, and the head-end's reason when it refused the batch (a refused batch is not
+    sent again; its payload is kept for inspection).
+``state``
+    small named values the agent keeps across restarts: the downlink replay window, pulse counters.
 
 The forwarder cuts a batch (:meth:`Archive.cut_batch`), sends every unacknowledged batch in order
 (:meth:`Archive.pending`) and marks what the head-end acknowledged (:meth:`Archive.acknowledge`).
 Sequence numbers come from SQLite's AUTOINCREMENT and are never reused, not even after the rows are
-purged, so the head-end's replay window never sees one twice. Retention (:meth:`Archive.purge`) drops
-readings, events and batches older than the retention period, whether sent or not; what was never sent
-is counted (``dropped_unsent``) and reported in the gateway's health rather than kept forever.
+purged, so the head-end's replay window never sees one twice. The same counter numbers the gateway's
+other uplink envelopes (HEALTH, ALARM, TIME: :meth:`Archive.next_seq`), so a batch and a health report
+never share a number; numbers are committed with a full sync (``synchronous=FULL`` for that
+transaction) before the envelope carrying them is sent, so not even a power cut can reuse one.
+A new archive starts counting at the time of its creation in milliseconds since the epoch, not at 1: a
+gateway whose archive is lost (a new SD card, a reinstall) keeps numbering above anything the old one
+sent (unless that sent over 1,000 envelopes a second on average), so the head-end's replay window never
+mistakes its batches for replays. This needs the clock to be roughly right when the archive is created.
+
+Retention (:meth:`Archive.purge`) drops readings, events and batches older than the retention period,
+whether sent or not; what was never sent is counted (``dropped_unsent``) and reported in the gateway's
+health rather than kept forever.
 
 Blocking (sqlite3): the agent calls it from a worker thread.
 """
@@ -28,13 +41,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["RETENTION", "Archive", "ArchivedReading", "OutboxBatch"]
+__all__ = ["RETENTION", "Archive", "ArchivedEvent", "ArchivedReading", "OutboxBatch"]
 
 RETENTION: Final = timedelta(days=45)
 _SCHEMA: Final = """
@@ -57,6 +71,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     sent_count INTEGER NOT NULL DEFAULT 0, acked INTEGER
 );
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -70,6 +85,15 @@ class ArchivedReading:
     kind: str = "register"
     interval_s: int | None = None
     quality: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedEvent:
+    meter: str
+    ts: datetime
+    code: str
+    severity: str = "info"
+    detail: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +121,9 @@ def _iso(epoch: int) -> str:
 class Archive:
     """One gateway's archive file (created on first use)."""
 
-    def __init__(self, path: Path | str, *, retention: timedelta = RETENTION) -> None:
+    def __init__(
+        self, path: Path | str, *, retention: timedelta = RETENTION, first_seq: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.retention = retention
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,21 +132,49 @@ class Archive:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "refused" not in columns:  # archives created before refusals were recorded
+            self._db.execute("ALTER TABLE outbox ADD COLUMN refused TEXT")
+        self._seed_counter(int(time.time() * 1000) if first_seq is None else first_seq)
+
+    def _seed_counter(self, first_seq: int) -> None:
+        """Start a new archive's uplink numbering at ``first_seq`` (module docstring)."""
+        if not 1 <= first_seq < 2**62:
+            raise ValueError("first_seq must be 1 .. 2**62-1")
+
+        def work(db: sqlite3.Connection) -> None:
+            if db.execute("SELECT 1 FROM sqlite_sequence WHERE name = 'outbox'").fetchone() is not None:
+                return
+            if db.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None:
+                return
+            db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (first_seq - 1,))
+
+        self._tx(work, durable=True)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _tx(self, work: Any) -> Any:
-        """Run ``work(db)`` in one IMMEDIATE transaction, serialised across threads."""
+    def _tx(self, work: Any, *, durable: bool = False) -> Any:
+        """Run ``work(db)`` in one IMMEDIATE transaction, serialised across threads.
+
+        ``durable``: the commit is synced to disk (and with it every commit before it), for numbers
+        that leave the gateway and must never be handed out twice, even after a power cut.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                result = work(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
             return result
 
     def add_readings(self, readings: Iterable[ArchivedReading]) -> int:
@@ -161,6 +215,64 @@ class Archive:
 
         return bool(self._tx(work))
 
+    def add(
+        self, readings: Iterable[ArchivedReading], events: Iterable[ArchivedEvent] = ()
+    ) -> tuple[int, list[ArchivedEvent]]:
+        """Store one read's readings and events in one transaction (each kept once, as
+        :meth:`add_readings` and :meth:`add_event` do); the count of new readings and the new events."""
+        rows = [
+            (r.meter, r.channel, _epoch(r.ts), r.unit, r.kind, r.interval_s, float(r.value), r.quality)
+            for r in readings
+        ]
+        wanted = list(events)
+
+        def work(db: sqlite3.Connection) -> tuple[int, list[ArchivedEvent]]:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO reading (meter, channel, ts, unit, kind, interval_s, value, quality)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            added = db.total_changes - before
+            new_events = []
+            for e in wanted:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO event (meter, ts, code, severity, detail) VALUES (?, ?, ?, ?, ?)",
+                    (e.meter, _epoch(e.ts), e.code, e.severity, json.dumps(e.detail or {}, sort_keys=True)),
+                )
+                if cursor.rowcount == 1:
+                    new_events.append(e)
+            return added, new_events
+
+        result: tuple[int, list[ArchivedEvent]] = self._tx(work)
+        return result
+
+    def next_seq(self) -> int:
+        """A new uplink sequence number for an envelope that is not a batch (HEALTH, ALARM, TIME).
+
+        It comes from the outbox's own AUTOINCREMENT counter, so it is never a batch's number, and is
+        durable before it is returned (module docstring).
+        """
+
+        def work(db: sqlite3.Connection) -> int:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+            top = db.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0]
+            seq = max(int(row[0]) if row else 0, int(top)) + 1
+            if row is None:
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (seq,))
+            else:
+                db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'", (seq,))
+            return seq
+
+        return int(self._tx(work, durable=True))
+
+    def last_seq(self) -> int:
+        """The uplink counter: the highest sequence number handed out so far (before the first, the
+        number below the first)."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return int(row[0]) if row else 0
+
     def cut_batch(self, now: datetime, *, max_readings: int = 50_000) -> OutboxBatch | None:
         """Move up to ``max_readings`` unsent readings (and the unsent events) into a new batch."""
 
@@ -189,7 +301,34 @@ class Archive:
             db.executemany("UPDATE event SET batch = ? WHERE id = ?", [(seq, e[0]) for e in events])
             return OutboxBatch(seq, "batch", payload, len(rows), len(events), 0)
 
-        result: OutboxBatch | None = self._tx(work)
+        result: OutboxBatch | None = self._tx(work, durable=True)
+        return result
+
+    def renumber(self, seq: int, now: datetime) -> OutboxBatch | None:
+        """Give an unacknowledged batch a new sequence number (same content), for a batch that stayed
+        unacknowledged so long that its number may have left the head-end's replay window. None when
+        ``seq`` is no longer pending."""
+
+        def work(db: sqlite3.Connection) -> OutboxBatch | None:
+            row = db.execute(
+                "SELECT kind, payload, readings, events, sent_count FROM outbox"
+                " WHERE seq = ? AND acked IS NULL",
+                (seq,),
+            ).fetchone()
+            if row is None:
+                return None
+            cursor = db.execute(
+                "INSERT INTO outbox (created, kind, payload, readings, events, sent_count)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (_epoch(now), row[0], row[1], row[2], row[3], row[4]),
+            )
+            new = int(cursor.lastrowid or 0)
+            db.execute("UPDATE reading SET batch = ? WHERE batch = ?", (new, seq))
+            db.execute("UPDATE event SET batch = ? WHERE batch = ?", (new, seq))
+            db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            return OutboxBatch(new, row[0], bytes(row[1]), row[2], row[3], row[4])
+
+        result: OutboxBatch | None = self._tx(work, durable=True)
         return result
 
     def pending(self, limit: int = 100) -> list[OutboxBatch]:
@@ -206,17 +345,55 @@ class Archive:
         self._tx(lambda db: db.execute("UPDATE outbox SET sent_count = sent_count + 1 WHERE seq = ?", (seq,)))
 
     def acknowledge(self, seqs: Sequence[int], now: datetime) -> int:
-        """Mark batches the head-end stored; returns how many were newly acknowledged."""
+        """Mark batches the head-end stored; returns how many were newly acknowledged.
+
+        An acknowledged batch's payload is dropped (its readings stay in the archive): it was over half
+        of the archive's size, and nothing sends it again.
+        """
 
         def work(db: sqlite3.Connection) -> int:
             before = db.total_changes
             db.executemany(
-                "UPDATE outbox SET acked = ? WHERE seq = ? AND acked IS NULL",
+                "UPDATE outbox SET acked = ?, payload = x'' WHERE seq = ? AND acked IS NULL",
                 [(_epoch(now), s) for s in seqs],
             )
             return db.total_changes - before
 
         return int(self._tx(work))
+
+    def refuse(self, refusals: dict[int, str], now: datetime) -> int:
+        """Record batches the head-end refused (with its reason): they leave the outbox's pending list
+        and are counted in :meth:`stats`, never sent again. Returns how many were newly refused."""
+
+        def work(db: sqlite3.Connection) -> int:
+            before = db.total_changes
+            db.executemany(
+                "UPDATE outbox SET acked = ?, refused = ? WHERE seq = ? AND acked IS NULL",
+                [(_epoch(now), reason[:500], seq) for seq, reason in refusals.items()],
+            )
+            return db.total_changes - before
+
+        return int(self._tx(work))
+
+    def refused(self) -> dict[int, str]:
+        """Sequence number -> the head-end's reason, of every refused batch still in the outbox."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, refused FROM outbox WHERE refused IS NOT NULL").fetchall()
+        return {int(r[0]): str(r[1]) for r in rows}
+
+    def get_state(self, name: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_state(self, name: str, value: str) -> None:
+        self._tx(
+            lambda db: db.execute(
+                "INSERT INTO state (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+        )
 
     def purge(self, now: datetime) -> dict[str, int]:
         """Drop everything older than the retention period; counts of what went, unsent included."""
@@ -270,11 +447,13 @@ class Archive:
             batches, in_flight = unacked.fetchone()
             total = db.execute("SELECT count(*) FROM reading").fetchone()[0]
             dropped = db.execute("SELECT value FROM counter WHERE name = 'dropped_unsent'").fetchone()
+            refused = db.execute("SELECT count(*) FROM outbox WHERE refused IS NOT NULL").fetchone()[0]
         return {
             "readings": int(total),
             "backlog_readings": int(unsent) + int(in_flight),
             "unacked_batches": int(batches),
             "dropped_unsent": int(dropped[0]) if dropped else 0,
+            "refused_batches": int(refused),
         }
 
 

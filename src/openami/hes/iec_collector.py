@@ -56,7 +56,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import Engine
 
-from openami.bus.base import Bus
+from openami.bus.base import Publisher
 from openami.bus.messages import Series
 from openami.drivers.iec62056_21.client import read_tcp
 from openami.drivers.iec62056_21.errors import Iec62056DriverError
@@ -73,6 +73,7 @@ __all__ = [
     "check_identity",
     "load_iec_targets",
     "register_values",
+    "target_from_row",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,11 @@ def _endpoint(address: str) -> tuple[str, int, str, int | None, bool]:
     return parts.hostname, parts.port, device, None if baud is None else int(baud), switch == "1"
 
 
-def _target(row: MeterRow) -> IecTarget:
+def target_from_row(row: MeterRow) -> IecTarget:
+    """The target of one meter row; ``ValueError`` naming the problem when its address is unusable.
+
+    A meter without a device address on a shared converter is refused by :func:`load_iec_targets`,
+    which sees every row; callers building targets one by one must check that themselves."""
     host, port, device, baud, switch = _endpoint(row.address)
     return IecTarget(row.tenant, row.serial, host, port, device, baud, switch)
 
@@ -146,7 +151,7 @@ def load_iec_targets(engine: Engine) -> tuple[list[IecTarget], list[tuple[str, s
     Besides addresses that do not parse, a meter without a device address on a converter it shares
     with other meters is skipped: its sign-on ``/?!`` would be answered by every meter on the line.
     """
-    targets, skipped = load_targets(engine, IEC_PROTOCOL, _target)
+    targets, skipped = load_targets(engine, IEC_PROTOCOL, target_from_row)
     sharing: dict[tuple[str, int], int] = defaultdict(int)
     for target in targets:
         sharing[target.host, target.port] += 1
@@ -227,8 +232,8 @@ class IecCollector:
 
     def __init__(
         self,
-        engine: Engine,
-        bus: Bus,
+        engine: Engine | None,
+        bus: Publisher,
         *,
         timeout_s: float = 3.0,
         readout_s: float = 120.0,
@@ -239,6 +244,8 @@ class IecCollector:
         self._now = now
 
     async def collect_all(self) -> RoundReport:
+        if self._engine is None:
+            raise RuntimeError("collect_all needs the store's engine; without one, call collect(targets)")
         targets, skipped = await asyncio.to_thread(load_iec_targets, self._engine)
         for serial, reason in skipped:
             log.warning("IEC 62056-21 meter %s skipped: %s", serial, reason)

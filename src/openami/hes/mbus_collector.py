@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import Engine
 
-from openami.bus.base import Bus
+from openami.bus.base import Publisher
 from openami.bus.messages import Series
 from openami.drivers.mbus.client import MbusClient, MbusSerialClient, MbusTcpClient
 from openami.drivers.mbus.errors import MbusDriverError
@@ -43,7 +43,15 @@ from openami.hes.targets import MeterRow, load_targets
 from openami.protocols.mbus import DataRecord, MbusError
 from openami.protocols.mbus.master import BAUDRATE_CI, DEFAULT_BAUDRATE, SecondaryAddress
 
-__all__ = ["MBUS_PROTOCOL", "SOURCE", "MbusCollector", "MbusTarget", "channel_codes", "load_mbus_targets"]
+__all__ = [
+    "MBUS_PROTOCOL",
+    "SOURCE",
+    "MbusCollector",
+    "MbusTarget",
+    "channel_codes",
+    "load_mbus_targets",
+    "target_from_row",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +109,15 @@ def _endpoint(address: str) -> tuple[str, int, int | None, str | None, str | Non
     return host, port, None if primary is None else int(primary), secondary, path, baudrate
 
 
-def _target(row: MeterRow) -> MbusTarget:
+def target_from_row(row: MeterRow) -> MbusTarget:
+    """The target of one meter row; ``ValueError`` naming the problem when its address is unusable."""
     host, port, primary, secondary, path, baudrate = _endpoint(row.address)
     return MbusTarget(row.tenant, row.serial, host, port, primary, secondary, path, baudrate)
 
 
 def load_mbus_targets(engine: Engine) -> tuple[list[MbusTarget], list[tuple[str, str]]]:
     """The M-Bus meters to read, and (serial, reason) for those that cannot be. Blocking."""
-    return load_targets(engine, MBUS_PROTOCOL, _target)
+    return load_targets(engine, MBUS_PROTOCOL, target_from_row)
 
 
 def channel_codes(records: Sequence[DataRecord]) -> list[tuple[str, DataRecord]]:
@@ -138,13 +147,20 @@ class MbusCollector:
     """Reads M-Bus meters, one at a time per converter, and publishes their current values."""
 
     def __init__(
-        self, engine: Engine, bus: Bus, *, timeout_s: float = 2.0, now: Callable[[], datetime] = _utcnow
+        self,
+        engine: Engine | None,
+        bus: Publisher,
+        *,
+        timeout_s: float = 2.0,
+        now: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._engine, self._bus = engine, bus
         self.timeout_s = timeout_s
         self._now = now
 
     async def collect_all(self) -> RoundReport:
+        if self._engine is None:
+            raise RuntimeError("collect_all needs the store's engine; without one, call collect(targets)")
         targets, skipped = await asyncio.to_thread(load_mbus_targets, self._engine)
         for serial, reason in skipped:
             log.warning("M-Bus meter %s skipped: %s", serial, reason)

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import Engine
 
-from openami.bus.base import Bus
+from openami.bus.base import Publisher
 from openami.bus.messages import Series
 from openami.drivers.modbus.models import MODELS
 from openami.drivers.modbus.reader import ModbusDriverError, ModbusMeterReader
@@ -28,7 +28,14 @@ from openami.drivers.modbus.registers import RegisterMap
 from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
 from openami.hes.targets import MeterRow, load_targets
 
-__all__ = ["MODBUS_PROTOCOL", "SOURCE", "ModbusCollector", "ModbusTarget", "load_modbus_targets"]
+__all__ = [
+    "MODBUS_PROTOCOL",
+    "SOURCE",
+    "ModbusCollector",
+    "ModbusTarget",
+    "load_modbus_targets",
+    "target_from_row",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,8 @@ def _endpoint(address: str) -> tuple[str, int, int]:
     return parts.hostname, parts.port, int(unit)
 
 
-def _target(row: MeterRow) -> ModbusTarget:
+def target_from_row(row: MeterRow) -> ModbusTarget:
+    """The target of one meter row; ``ValueError`` when its model has no map or its address is unusable."""
     register_map = MODELS.get(row.model)
     if register_map is None:
         raise ValueError(f"no register map for model {row.model!r}")
@@ -66,7 +74,7 @@ def _target(row: MeterRow) -> ModbusTarget:
 
 def load_modbus_targets(engine: Engine) -> tuple[list[ModbusTarget], list[tuple[str, str]]]:
     """The Modbus meters to read, and (serial, reason) for those that cannot be. Blocking."""
-    return load_targets(engine, MODBUS_PROTOCOL, _target)
+    return load_targets(engine, MODBUS_PROTOCOL, target_from_row)
 
 
 def _utcnow() -> datetime:
@@ -78,8 +86,8 @@ class ModbusCollector:
 
     def __init__(
         self,
-        engine: Engine,
-        bus: Bus,
+        engine: Engine | None,
+        bus: Publisher,
         *,
         timeout_s: float = 3.0,
         concurrency: int = 32,
@@ -90,6 +98,8 @@ class ModbusCollector:
         self._now = now
 
     async def collect_all(self) -> RoundReport:
+        if self._engine is None:
+            raise RuntimeError("collect_all needs the store's engine; without one, call collect(targets)")
         targets, skipped = await asyncio.to_thread(load_modbus_targets, self._engine)
         for serial, reason in skipped:
             log.warning("Modbus meter %s skipped: %s", serial, reason)

@@ -21,6 +21,7 @@ the time the telegram arrived when it has none (DSMR 2.2/3, SML meters that send
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -32,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sqlalchemy import Engine
 
-from openami.bus.base import Bus
+from openami.bus.base import Publisher
 from openami.bus.messages import Series
 from openami.drivers.p1 import SML, P1DriverError, PortKind, dsmr, open_tcp
 from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
@@ -49,6 +50,7 @@ __all__ = [
     "P1Collector",
     "P1Target",
     "load_p1_targets",
+    "target_from_row",
     "telegram_series",
 ]
 
@@ -93,12 +95,18 @@ def _endpoint(address: str, protocol: PortProtocol) -> tuple[str, int, bool]:
     return parts.hostname, port, flag == "1"
 
 
-def _builder(protocol: PortProtocol) -> Callable[[MeterRow], P1Target]:
-    def build(row: MeterRow) -> P1Target:
-        host, port, encrypted = _endpoint(row.address, protocol)
-        return P1Target(row.tenant_id, row.tenant, row.meter_id, row.serial, protocol, host, port, encrypted)
+def target_from_row(row: MeterRow, protocol: PortProtocol | None = None) -> P1Target:
+    """The target of one meter row of ``protocol`` (None: the one its address scheme names,
+    ``dsmr+tcp`` or ``sml+tcp``); ``ValueError`` naming the problem when the address is unusable."""
+    if protocol is None:
+        scheme = urlsplit(row.address.strip()).scheme
+        protocol = SML_PROTOCOL if scheme == f"{SML_PROTOCOL}+tcp" else DSMR_PROTOCOL
+    host, port, encrypted = _endpoint(row.address, protocol)
+    return P1Target(row.tenant_id, row.tenant, row.meter_id, row.serial, protocol, host, port, encrypted)
 
-    return build
+
+def _builder(protocol: PortProtocol) -> Callable[[MeterRow], P1Target]:
+    return functools.partial(target_from_row, protocol=protocol)
 
 
 def load_p1_targets(engine: Engine) -> tuple[list[P1Target], list[tuple[str, str]]]:
@@ -163,8 +171,8 @@ class P1Collector:
 
     def __init__(
         self,
-        engine: Engine,
-        bus: Bus,
+        engine: Engine | None,
+        bus: Publisher,
         *,
         vault: KeyVault | None = None,
         connect_s: float = 5.0,
@@ -181,6 +189,8 @@ class P1Collector:
         self._now = now
 
     async def collect_all(self) -> RoundReport:
+        if self._engine is None:
+            raise RuntimeError("collect_all needs the store's engine; without one, call collect(targets)")
         targets, skipped = await asyncio.to_thread(load_p1_targets, self._engine)
         for serial, reason in skipped:
             log.warning("P1/SML meter %s skipped: %s", serial, reason)

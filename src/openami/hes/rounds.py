@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from openami.bus.base import Bus
+from openami.bus.base import Publisher
 from openami.bus.messages import MeterEvent, ReadingBatch, Series, readings_subject
 
 __all__ = ["MeterOutcome", "RoundReport", "publish_read"]
@@ -63,7 +63,7 @@ class RoundReport:
 
 
 async def publish_read(
-    bus: Bus,
+    bus: Publisher,
     source: str,
     tenant: str,
     serial: str,
@@ -74,6 +74,7 @@ async def publish_read(
     """One meter's read as one ReadingBatch on ``readings.<tenant>`` (nothing when it holds nothing).
 
     The message id names the source, meter and time of the read, so a retried publish is stored once.
+    ``bus`` is any :class:`~openami.bus.base.Publisher`: the head-end's bus, or a gateway's archive.
     """
     if not series and not events:
         return None
