@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import insert, select
 
 from openami.app import Platform
-from openami.hes.mbus_collector import MBUS_PROTOCOL, channel_codes, load_mbus_targets
+from openami.hes.mbus_collector import MBUS_PROTOCOL, load_mbus_targets
 from openami.protocols.mbus import DataRecord
+from openami.protocols.mbus.channels import channel_codes
 from openami.security.bootstrap import create_tenant_with_admin
 from openami.simulator.mbus_meter import MbusBusSimulator
 from openami.store.schema import channel, comm_device, meter, register_read
@@ -135,7 +136,9 @@ def test_channel_codes_name_records_stably() -> None:
         rec("volume"),
         rec("volume"),
         rec("energy", storage=1),
+        rec("energy", function="value_during_error"),
         DataRecord("ABC", None, "fabrication_no", "instantaneous", 0, 0, 0, dif=0),
+        DataRecord(12345678, None, "fabrication_no", "instantaneous", 0, 0, 0, dif=0),
     ]
     assert [code for code, _ in channel_codes(records)] == [
         "energy",

@@ -12,11 +12,9 @@ address naming the bus and the meter on it:
 Meters on one converter or tty share one bus, so they are read one after the other per bus while
 buses are read in parallel.
 
-Each current value (storage 0, numeric) becomes a register reading on a channel named after the record:
-its quantity (``energy``, ``volume``, ``flow_temperature`` ...), then ``:t<tariff>``, ``:u<subunit>``
-and the function when not instantaneous (``energy:t1``, ``power:maximum``). A second record of the same
-name in one telegram gets ``#2``, in frame order, so every channel keeps meaning the same record.
-Readings are stamped with the time of the read. Historic values (storage > 0) are left for the billing
+Each current value becomes a register reading on a channel named as for every bearer of M-Bus records
+(:func:`openami.protocols.mbus.channels.channel_codes`: ``energy``, ``energy:t1``, ``power:maximum``,
+``volume#2``), stamped with the time of the read. Historic values (storage > 0) are left for the billing
 work that needs them.
 """
 
@@ -40,7 +38,8 @@ from openami.drivers.mbus.client import MbusClient, MbusSerialClient, MbusTcpCli
 from openami.drivers.mbus.errors import MbusDriverError
 from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
 from openami.hes.targets import MeterRow, load_targets
-from openami.protocols.mbus import DataRecord, MbusError
+from openami.protocols.mbus import MbusError
+from openami.protocols.mbus.channels import channel_codes
 from openami.protocols.mbus.master import BAUDRATE_CI, DEFAULT_BAUDRATE, SecondaryAddress
 
 __all__ = [
@@ -48,7 +47,6 @@ __all__ = [
     "SOURCE",
     "MbusCollector",
     "MbusTarget",
-    "channel_codes",
     "load_mbus_targets",
     "target_from_row",
 ]
@@ -118,25 +116,6 @@ def target_from_row(row: MeterRow) -> MbusTarget:
 def load_mbus_targets(engine: Engine) -> tuple[list[MbusTarget], list[tuple[str, str]]]:
     """The M-Bus meters to read, and (serial, reason) for those that cannot be. Blocking."""
     return load_targets(engine, MBUS_PROTOCOL, target_from_row)
-
-
-def channel_codes(records: Sequence[DataRecord]) -> list[tuple[str, DataRecord]]:
-    """(channel code, record) for the current numeric values, in frame order (module docstring)."""
-    seen: dict[str, int] = defaultdict(int)
-    found = []
-    for record in records:
-        if record.storage or isinstance(record.value, bool) or not isinstance(record.value, int | float):
-            continue
-        code = record.quantity
-        if record.tariff:
-            code += f":t{record.tariff}"
-        if record.subunit:
-            code += f":u{record.subunit}"
-        if record.function != "instantaneous":
-            code += f":{record.function}"
-        seen[code] += 1
-        found.append((code if seen[code] == 1 else f"{code}#{seen[code]}", record))
-    return found
 
 
 def _utcnow() -> datetime:

@@ -9,7 +9,7 @@ identity a device's frames carry. The vault row also names the meter's serial an
 whose keys belong to another tenant than the gateway's is refused, so one tenant's gateway cannot
 inject readings for another's meters.
 
-Readings go on the meter's channels named as for wired M-Bus (:func:`~openami.hes.mbus_collector
+Readings go on the meter's channels named as for wired M-Bus (:func:`~openami.protocols.mbus.channels
 .channel_codes`), stamped with the time the gateway's message was received. A line that cannot be used
 is reported with its reason and costs only itself.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from openami.bus.messages import ReadingBatch, Series
-from openami.hes.mbus_collector import channel_codes
+from openami.protocols.mbus.channels import channel_codes
 from openami.protocols.wmbus import (
     FormatCache,
     KeyRequiredError,
