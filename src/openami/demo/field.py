@@ -8,15 +8,12 @@ the seeded device entries (or a head-end receiver input) at the ports of this ru
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import cast
 
 from openami.demo.seed import IEC_PROTOCOL, DemoLayout
 from openami.drivers.modbus.models import MODELS
-from openami.simulator.consumption import ConsumptionModel, Medium
 from openami.simulator.iec62056_21_meter import IecMeterServer, SimulatedIecMeter
-from openami.simulator.modbus_meter import ModbusSimulator, SimulatedModbusMeter
+from openami.simulator.modbus_meter import ModbusSimulator, consumption_meter
 from openami.simulator.p1_meter import SimulatedP1Meter
 from openami.simulator.push_port import PushPortServer
 from openami.simulator.sml_meter import SimulatedSmlMeter
@@ -24,7 +21,6 @@ from openami.simulator.wmbus_meter import SimulatedReceiver, SimulatedWmbusMeter
 
 __all__ = ["RADIO_INTERVAL_S", "consumer_ports", "iec_converter", "modbus_gateway", "radio_receiver"]
 
-INTERVAL = timedelta(minutes=15)
 RADIO_INTERVAL_S = 2.0
 """How often the demo's radio meters transmit: real OMS meters send every 8-16 s (T1) or every few
 minutes; the demo shortens it so a run hears every meter within seconds."""
@@ -34,29 +30,13 @@ def _seed(serial: str) -> int:
     return zlib.crc32(serial.encode())
 
 
-def _floor(moment: datetime, step: timedelta) -> datetime:
-    epoch = datetime(2000, 1, 1, tzinfo=UTC)
-    return epoch + ((moment - epoch) // step) * step
-
-
 def modbus_gateway(layout: DemoLayout) -> ModbusSimulator:
     """One simulated Modbus gateway holding every building's sub-meters, driven by the consumption model."""
-    devices: dict[int, SimulatedModbusMeter] = {}
-    for meter in layout.building_meters:
-        if meter.protocol != "modbus":
-            continue
-        medium: Medium = "electricity" if meter.medium == "electricity" else "heat"
-        model = ConsumptionModel(medium, _seed(meter.serial))
-
-        def energy(model: ConsumptionModel = model) -> float:
-            return model.register_value(_floor(datetime.now(UTC), INTERVAL)) * 1000.0  # kWh -> Wh
-
-        values: dict[str, Callable[[], float]] = (
-            {"1-0:1.8.0": energy, "1-0:32.7.0": lambda: 230.4, "1-0:14.7.0": lambda: 50.01}
-            if medium == "electricity"
-            else {"6-0:1.0.0": energy, "6-0:10.0.0": lambda: 68.5, "6-0:11.0.0": lambda: 44.0}
-        )
-        devices[meter.unit] = SimulatedModbusMeter(MODELS[meter.model], values)
+    devices = {
+        meter.unit: consumption_meter(MODELS[meter.model], _seed(meter.serial))
+        for meter in layout.building_meters
+        if meter.protocol == "modbus"
+    }
     return ModbusSimulator("127.0.0.1", 0, devices)
 
 

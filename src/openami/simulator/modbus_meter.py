@@ -20,7 +20,7 @@ from typing import Final
 from openami.drivers.modbus.registers import RegisterMap, encode_point
 from openami.transports.ports import probe_port
 
-__all__ = ["ModbusSimulator", "SimulatedModbusMeter"]
+__all__ = ["ModbusSimulator", "SimulatedModbusMeter", "consumption_meter"]
 
 _MBAP: Final = struct.Struct(">HHHB")  # transaction, protocol (0), length, unit id
 _READ_HOLDING, _READ_INPUT = 3, 4
@@ -124,3 +124,27 @@ class ModbusSimulator:
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
+
+
+def consumption_meter(register_map: RegisterMap, seed: int) -> SimulatedModbusMeter:
+    """An energy meter (Eastron SDM630 map) or heat meter (the example heat map) whose energy register
+    follows the consumption model of ``seed``, with plausible constant voltages, frequency and
+    temperatures: what the demo's buildings and ``openami simulate modbus`` serve."""
+    from datetime import UTC, datetime, timedelta
+
+    from openami.simulator.consumption import INTERVAL_S, ConsumptionModel
+
+    electricity = any(point.channel == "1-0:1.8.0" for point in register_map.points)
+    model = ConsumptionModel("electricity" if electricity else "heat", seed)
+    step = timedelta(seconds=INTERVAL_S)
+
+    def energy() -> float:
+        now = datetime.now(UTC)
+        return model.register_value(now - (now - datetime(2000, 1, 1, tzinfo=UTC)) % step) * 1000.0  # Wh
+
+    values: dict[str, Callable[[], float]] = (
+        {"1-0:1.8.0": energy, "1-0:32.7.0": lambda: 230.4, "1-0:14.7.0": lambda: 50.01}
+        if electricity
+        else {"6-0:1.0.0": energy, "6-0:10.0.0": lambda: 68.5, "6-0:11.0.0": lambda: 44.0}
+    )
+    return SimulatedModbusMeter(register_map, values)

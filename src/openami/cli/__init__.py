@@ -1,0 +1,11 @@
+"""`openami`: the command line (Typer + Rich). One module per group of commands; importing them
+registers their commands on :data:`app`."""
+
+from openami.cli import admin, bench, decode, gateway, simulate  # noqa: F401 - they register commands
+from openami.cli.base import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

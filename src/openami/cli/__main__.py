@@ -1,0 +1,5 @@
+"""``python -m openami.cli``."""
+
+from openami.cli import main
+
+main()
