@@ -24,6 +24,7 @@ from openami.config import Settings
 from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
 from openami.hes.dlms_push import DlmsPushListener
+from openami.hes.gateway_link import GatewayLinkListener
 from openami.hes.iec_collector import IecCollector
 from openami.hes.mbus_collector import MbusCollector
 from openami.hes.modbus_collector import ModbusCollector
@@ -53,6 +54,7 @@ class Platform:
     ingest: IngestService
     broker: EmbeddedBroker | None = None
     listener: MqttGatewayListener | None = None
+    gateway_link: GatewayLinkListener | None = None
     dlms_push: DlmsPushListener | None = None
     vault: KeyVault | None = None
     collector: DlmsCollector | None = None
@@ -135,6 +137,8 @@ class Platform:
         self.metrics.track_counters(
             "openami_mqtt_uplinks", "Gateway uplinks by outcome.", "outcome", lambda: _uplink_counts(listener)
         )
+        if self.settings.gateway_link_enabled:
+            await self._start_gateway_link(self.vault)
         await self._start_wmbus_receivers(wmbus)
         self._build_pull(self.vault)
         if self.settings.dlms_push_enabled:
@@ -146,6 +150,29 @@ class Platform:
             self.metrics.track_counters(
                 "openami_collection_rounds", "Collection rounds.", "outcome", lambda: _round_counts(poller)
             )
+
+    async def _start_gateway_link(self, vault: KeyVault) -> None:
+        """OpenAMI gateways' sealed envelopes (docs/drivers/gateway-link.md): MQTT 5 with a shared
+        subscription on an external broker, MQTT 3.1.1 and a plain subscription on the embedded one."""
+        link = GatewayLinkListener(
+            self.mqtt_url,
+            self.settings.mqtt_topic_prefix,
+            self.bus,
+            self.engine,
+            vault,
+            shared_group=self.settings.gateway_link_shared_group or None,
+            mqtt5=self.broker is None,
+            on_rejected=self._keep_rejected("gateway-link"),
+        )
+        await link.start()
+        self.gateway_link = link
+        self._started.append("gateway_link")
+        self.metrics.track_counters(
+            "openami_gateway_link_envelopes",
+            "Gateway link envelopes by outcome.",
+            "outcome",
+            link.stats.outcomes,
+        )
 
     def _build_pull(self, vault: KeyVault) -> None:
         """The DLMS, Modbus, M-Bus, IEC 62056-21 and P1/SML collectors and the command service (always),
@@ -235,6 +262,8 @@ class Platform:
             await self.poller.stop()
         if "listener" in self._started and self.listener is not None:
             await self.listener.stop()
+        if "gateway_link" in self._started and self.gateway_link is not None:
+            await self.gateway_link.stop()
         if "wmbus_receivers" in self._started:
             for receiver in self.wmbus_receivers:
                 await receiver.stop()
@@ -284,6 +313,8 @@ class Platform:
         parts["bus"] = "ok" if "bus" in self._started else "stopped"
         if self.listener is not None:
             parts["mqtt"] = "ok" if self.listener.connected else "disconnected"
+        if self.gateway_link is not None:
+            parts["gateway_link"] = "ok" if self.gateway_link.connected else "disconnected"
         if self.settings.dlms_push_enabled:
             parts["dlms_push"] = "ok" if "dlms_push" in self._started else "stopped"
         if self.poller is not None:

@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     mqtt_embedded_host: str = "127.0.0.1"
     mqtt_embedded_port: int = Field(11883, ge=0, le=65535, description="0 picks a free port.")
     mqtt_topic_prefix: str = "openami"
+    gateway_link_enabled: bool = Field(
+        True, description="Take OpenAMI gateways' sealed envelopes on {prefix}/+/gw/+/link/up."
+    )
+    gateway_link_shared_group: str = Field(
+        "openami-hes",
+        pattern=r"^([A-Za-z0-9_-]{1,64})?$",
+        description="MQTT 5 shared-subscription group of the gateway link on an external broker, so "
+        "several head-end workers split the gateways; empty: every worker gets every envelope.",
+    )
     dlms_push_enabled: bool = True
     dlms_push_host: str = "127.0.0.1"
     dlms_push_port: int = Field(

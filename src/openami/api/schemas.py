@@ -134,6 +134,13 @@ class GatewayQuery(ListQuery):
     parent_id: Id | None = None
 
 
+class PendingDeviceQuery(ListQuery):
+    """GET /gateways/pending-devices: devices gateways discovered, by status and gateway."""
+
+    status: Literal["pending", "approved", "rejected"] | None = None
+    gateway_id: Id | None = None
+
+
 class MeterIn(Body):
     serial: Key64
     manufacturer: Label120 = ""

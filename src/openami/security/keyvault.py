@@ -13,6 +13,14 @@ M-Bus meters are stored under their 8-byte link address the same way (ADR 0009):
 whatever 8-byte identity the device's frames carry. A system title
 therefore belongs to one tenant only. The master key comes from the ``master_key`` setting or, when that
 is empty, from ``data_dir/master.key`` (generated on first use, mode 0600): see :func:`load_master_key`.
+
+OpenAMI gateways' 32-byte link keys (``docs/drivers/gateway-link.md``) are sealed the same way into
+``gateway_link.key_ciphertext``, bound to (tenant id, gateway ``comm_device`` id, purpose ``link``): the
+row id rather than the gateway's ident, so renaming a gateway does not orphan its key, while a
+ciphertext copied onto another gateway's row still fails to open. Storing a new key for a gateway
+rotates it: ``key_version`` goes up and the uplink replay window starts afresh (envelopes sealed under
+the old key no longer verify, so none of them can be replayed; a replaced gateway may start its
+numbering again). The downlink counter is kept: the gateway's window must never see a number twice.
 """
 
 from __future__ import annotations
@@ -27,14 +35,19 @@ from typing import Final, Literal, get_args
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import IntegrityError
 
 from openami.config import Settings
+from openami.protocols.edge import KEY_LENGTH
+from openami.protocols.edge.envelope import WINDOW
 from openami.security.errors import SecurityError
-from openami.store.schema import device_key, meter, tenant
+from openami.store.schema import comm_device, device_key, gateway_link, meter, tenant
 
 __all__ = [
+    "GATEWAY_KEY_LENGTH",
+    "GATEWAY_KINDS",
+    "GATEWAY_WINDOW_BYTES",
     "MASTER_KEY_FILE",
     "MASTER_KEY_LENGTH",
     "KeyKind",
@@ -56,6 +69,12 @@ _NONCE_LENGTH: Final = 12
 _TAG_LENGTH: Final = 16
 #: Longest secret accepted: DLMS keys are 16 or 32 bytes, LLS passwords a few dozen characters.
 MAX_SECRET_LENGTH: Final = 256
+#: OpenAMI gateway link keys: AES-256.
+GATEWAY_KEY_LENGTH: Final = KEY_LENGTH
+#: Bytes of the persisted uplink replay-window mask (``gateway_link.up_mask``).
+GATEWAY_WINDOW_BYTES: Final = WINDOW // 8
+#: comm_device kinds that speak the gateway link (modems do not).
+GATEWAY_KINDS: Final = ("gateway", "concentrator")
 
 
 class KeyVaultError(SecurityError):
@@ -98,6 +117,10 @@ def _title_hex(system_title: bytes) -> str:
 
 def _aad(tenant_id: int, title_hex: str, kind: str) -> bytes:
     return f"openami/device_key/v1|{tenant_id}|{title_hex}|{kind}".encode()
+
+
+def _gateway_aad(tenant_id: int, comm_device_id: int) -> bytes:
+    return f"openami/gateway_link/v1|{tenant_id}|{comm_device_id}|link".encode()
 
 
 def _seal(master: bytes, aad: bytes, secret: bytes) -> bytes:
@@ -264,6 +287,89 @@ class KeyVault:
             )
         return secrets_by_meter
 
+    @staticmethod
+    def new_gateway_key() -> bytes:
+        """A fresh random gateway link key (32 bytes from the OS's CSPRNG)."""
+        return os.urandom(GATEWAY_KEY_LENGTH)
+
+    def store_gateway_key(
+        self, tenant_id: int, comm_device_id: int, key: bytes, *, conn: Connection | None = None
+    ) -> int:
+        """Store ``key`` as the link key of the gateway ``comm_device_id``; returns its ``key_version``.
+
+        The first key is version 1; storing another rotates it (module docstring). The gateway must be a
+        ``gateway`` or ``concentrator`` of ``tenant_id``. With ``conn`` the write joins the caller's
+        transaction (so the API audits it atomically); otherwise it is a transaction of its own.
+        """
+        if len(key) != GATEWAY_KEY_LENGTH:
+            raise KeyVaultError(f"gateway link keys are {GATEWAY_KEY_LENGTH} bytes, got {len(key)}")
+        sealed = _seal(self._master, _gateway_aad(tenant_id, comm_device_id), bytes(key))
+        if conn is not None:
+            return self._store_gateway_key(conn, tenant_id, comm_device_id, sealed)
+        try:
+            with self._engine.begin() as own:
+                return self._store_gateway_key(own, tenant_id, comm_device_id, sealed)
+        except IntegrityError as exc:  # a concurrent first key for the same gateway
+            raise KeyVaultError(f"cannot store the link key of {comm_device_id}: {exc.orig}") from None
+
+    @staticmethod
+    def _store_gateway_key(conn: Connection, tenant_id: int, comm_device_id: int, sealed: bytes) -> int:
+        kind = conn.execute(
+            select(comm_device.c.kind).where(
+                comm_device.c.id == comm_device_id, comm_device.c.tenant_id == tenant_id
+            )
+        ).scalar_one_or_none()
+        if kind is None:
+            raise KeyVaultError(f"gateway {comm_device_id} is not a device of tenant {tenant_id}")
+        if kind not in GATEWAY_KINDS:
+            raise KeyVaultError(f"device {comm_device_id} is a {kind}, not a gateway or concentrator")
+        now = datetime.now(UTC)
+        fresh_window = {"up_highest": -1, "up_mask": bytes(GATEWAY_WINDOW_BYTES)}
+        # A new link numbers its downlinks from its creation time in milliseconds, not from 1, so a link
+        # created again (a head-end database rebuilt) stays above what the gateway has already seen.
+        # Write first: on SQLite that takes the write lock before anything is read, on PostgreSQL it
+        # locks the row; either way two rotations cannot both read the same old version.
+        version = conn.execute(
+            update(gateway_link)
+            .where(gateway_link.c.comm_device_id == comm_device_id, gateway_link.c.tenant_id == tenant_id)
+            .values(
+                key_ciphertext=sealed,
+                key_version=gateway_link.c.key_version + 1,
+                key_created_at=now,
+                **fresh_window,
+            )
+            .returning(gateway_link.c.key_version)
+        ).scalar_one_or_none()
+        if version is not None:
+            return int(version)
+        conn.execute(
+            gateway_link.insert().values(
+                tenant_id=tenant_id,
+                comm_device_id=comm_device_id,
+                key_ciphertext=sealed,
+                key_version=1,
+                key_created_at=now,
+                next_down_seq=int(now.timestamp() * 1000),
+                **fresh_window,
+            )
+        )
+        return 1
+
+    def gateway_key(self, tenant_id: int, comm_device_id: int) -> bytes | None:
+        """The link key of gateway ``comm_device_id`` in ``tenant_id``, or None when it has none."""
+        with self._engine.connect() as conn:
+            sealed = conn.execute(
+                select(gateway_link.c.key_ciphertext).where(
+                    gateway_link.c.tenant_id == tenant_id, gateway_link.c.comm_device_id == comm_device_id
+                )
+            ).scalar_one_or_none()
+        return None if sealed is None else self.open_gateway_key(tenant_id, comm_device_id, sealed)
+
+    def open_gateway_key(self, tenant_id: int, comm_device_id: int, sealed: bytes) -> bytes:
+        """Open a ``gateway_link.key_ciphertext`` read by the caller (the listener reads the key together
+        with the link's state); :class:`KeyVaultError` if it is not that gateway's."""
+        return _open(self._master, _gateway_aad(tenant_id, comm_device_id), bytes(sealed))
+
     def rotate_master(self, new_master: bytes) -> None:
         """Re-seal every stored secret under ``new_master`` in one transaction, then use it.
 
@@ -286,6 +392,20 @@ class KeyVault:
                 aad = _aad(row.tenant_id, row.system_title, row.kind)
                 resealed = _seal(new, aad, _open(self._master, aad, row.ciphertext))
                 conn.execute(device_key.update().where(device_key.c.id == row.id).values(ciphertext=resealed))
+            links = conn.execute(
+                select(
+                    gateway_link.c.id,
+                    gateway_link.c.tenant_id,
+                    gateway_link.c.comm_device_id,
+                    gateway_link.c.key_ciphertext,
+                ).with_for_update()
+            ).all()
+            for link in links:
+                aad = _gateway_aad(link.tenant_id, link.comm_device_id)
+                resealed = _seal(new, aad, _open(self._master, aad, link.key_ciphertext))
+                conn.execute(
+                    gateway_link.update().where(gateway_link.c.id == link.id).values(key_ciphertext=resealed)
+                )
         self._master = new
 
 

@@ -488,3 +488,49 @@ device_key = Table(
     UniqueConstraint("system_title", "kind", name="uq_device_key_system_title_kind"),
     CheckConstraint("kind IN ('ek','ak','lls','hls')", name="kind_known"),
 )
+
+gateway_link = Table(
+    "gateway_link",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("comm_device_id", Id, ForeignKey("comm_device.id", ondelete="CASCADE"), nullable=False),
+    Column("key_ciphertext", LargeBinary, nullable=False),  # nonce || AES-GCM(master) || tag, never the key
+    Column("key_version", Integer, nullable=False, server_default="1"),
+    Column("key_created_at", UTCDateTime(), nullable=False),
+    Column("up_highest", BigInteger, nullable=False, server_default="-1"),  # -1: nothing accepted yet
+    Column("up_mask", LargeBinary, nullable=False),  # WINDOW/8 bytes, big-endian; bit 0 = up_highest
+    Column("next_down_seq", BigInteger, nullable=False, server_default="1"),
+    Column("config_version", BigInteger, nullable=False, server_default="0"),
+    Column("last_seen_at", UTCDateTime()),
+    Column("health", json_type()),
+    Column("health_at", UTCDateTime()),
+    _created(),
+    UniqueConstraint("comm_device_id", name="uq_gateway_link_comm_device_id"),
+)
+"""One OpenAMI gateway's end-to-end link (``openami.hes.gateway_link``): its sealed link key, the replay
+window of its uplink envelopes, the next downlink sequence number (never reused), its last health."""
+
+PENDING_DEVICE_STATUSES = ("pending", "approved", "rejected")
+
+pending_device = Table(
+    "pending_device",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("comm_device_id", Id, ForeignKey("comm_device.id", ondelete="CASCADE"), nullable=False),
+    Column("protocol", String(32), nullable=False),
+    Column("address", String(255), nullable=False, server_default=""),
+    Column("ident", String(64), nullable=False),  # the device's own id (M-Bus secondary address, ...)
+    Column("manufacturer", String(120), nullable=False, server_default=""),
+    Column("medium", String(16)),
+    Column("first_seen_at", UTCDateTime(), nullable=False),
+    Column("last_seen_at", UTCDateTime(), nullable=False),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("decided_at", UTCDateTime()),
+    Column("decided_by", String(160)),
+    UniqueConstraint("comm_device_id", "protocol", "ident", name="uq_pending_device_gateway_device"),
+    CheckConstraint("status IN ('pending','approved','rejected')", name="status_known"),
+    Index("ix_pending_device_tenant_status", "tenant_id", "status", "id"),
+)
+"""Meters a gateway discovered (DISCOVERY envelopes), waiting for an operator to approve or reject them."""

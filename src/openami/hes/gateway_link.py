@@ -1,0 +1,876 @@
+"""The head-end side of the gateway link: OpenAMI gateways' sealed envelopes in, readings on the bus,
+acknowledgements, time answers and configuration back (``docs/drivers/gateway-link.md``).
+
+:class:`GatewayLinkListener` subscribes to ``{prefix}/+/gw/+/link/up`` at QoS 1. On an external broker it
+speaks MQTT 5 and subscribes through the shared subscription ``$share/<group>/...``, so several
+head-end workers split the envelopes between them; on the embedded amqtt broker (MQTT 3.1.1 only) it
+subscribes plainly. A broker that refuses MQTT 5 at CONNECT ("unsupported protocol version") is
+retried with MQTT 3.1.1 and a plain subscription, with a warning.
+
+For each envelope: tenant and gateway come from the topic (the broker's ACLs bind a gateway's
+credentials to its own topic); the gateway's key and replay window come from ``gateway_link``
+(:mod:`openami.hes.gateway_link_store`); the envelope is opened with an
+:class:`~openami.protocols.edge.Opener` (tag first, then the window). By kind:
+
+BATCH
+    published as one :class:`~openami.bus.messages.ReadingBatch` (source ``gateway``) on
+    ``readings.<tenant>`` with message id ``gw:{tenant}:{gateway}:{seq}`` (``#i`` per part when it has
+    to be split), then its number is accepted into the window (persisted), then an ACK goes down.
+    A number already accepted (a resend after a lost ACK) is acknowledged again and not published
+    again. A payload that does not parse is refused in the ACK (the gateway does not send it again),
+    kept as a dead letter and *not* accepted, so a resend gets the same answer. Series, points or
+    events that do not validate are dropped and kept as a dead letter, the rest is published.
+HEALTH
+    stored as the gateway's last health report.
+ALARM
+    events published at once, like a batch without readings (no ACK: alarms are not resent).
+DISCOVERY
+    filed as pending devices.
+TIME
+    answered at once with ``{"t1", "t2", "t3"}`` (receive and send time, epoch seconds).
+
+An envelope that fails (unknown gateway, no key, wrong key, altered, moved onto another gateway's
+topic, reflected, older than the window, not an envelope) is rejected: logged as a security warning on
+``openami.security.gateway_link`` with tenant, gateway, sequence number (unauthenticated, from the
+header) and reason, counted, and handed to ``on_rejected`` (dead letter, the first 64 KiB as received).
+Nothing is ever acknowledged that is not on the bus; a bus or database outage costs no data: nothing is
+acknowledged and the gateway sends again.
+
+One gateway's envelopes are handled in arrival order, one at a time; different gateways concurrently,
+up to ``max_concurrency``. The database work runs in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import random
+import re
+import ssl
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from openami.bus.base import Bus, BusError
+from openami.bus.messages import (
+    DEVICE_ID_PATTERN,
+    TENANT_SLUG_PATTERN,
+    MeterEvent,
+    Point,
+    ReadingBatch,
+    Series,
+    readings_subject,
+)
+from openami.hes.gateway_link_store import (
+    MAX_STORED_SEQ,
+    DiscoveredDevice,
+    GatewayLinkStore,
+    LinkState,
+    UnknownGateway,
+)
+from openami.hes.mqtt_listener import MAX_BUS_MESSAGE_BYTES, split_batch
+from openami.hes.rejected import RejectedHandler, hand_over
+from openami.protocols.edge import (
+    Compression,
+    Direction,
+    EdgeLinkError,
+    Envelope,
+    Kind,
+    Opener,
+    ReplayError,
+    peek,
+    seal,
+)
+from openami.protocols.edge.envelope import MAX_PAYLOAD_BYTES, WINDOW
+from openami.security.keyvault import KeyVault
+from openami.transports.errors import ConnectError
+from openami.transports.mqtt import DEFAULT_KEEPALIVE_S, parse_mqtt_url
+
+__all__ = [
+    "DEFAULT_SHARED_GROUP",
+    "QOS",
+    "GatewayLinkListener",
+    "LinkListenerStats",
+    "ParsedBatch",
+    "UnusablePayload",
+    "link_filter",
+    "link_topics",
+    "parse_batch",
+    "parse_discovery",
+    "parse_link_topic",
+]
+
+log = logging.getLogger(__name__)
+security_log = logging.getLogger("openami.security.gateway_link")
+
+QOS: Final = 1
+DEFAULT_SHARED_GROUP: Final = "openami-hes"
+SOURCE: Final = "gateway"
+"""``ReadingBatch.source`` of everything that came over the gateway link."""
+MAX_SMALL_PAYLOAD: Final = 64 * 1024
+"""HEALTH, DISCOVERY and TIME payloads larger than this are refused; envelopes larger than this are
+opened in a thread rather than on the event loop."""
+_PUBLISH_TIMEOUT_S: Final = 30.0
+_UNSUPPORTED_PROTOCOL: Final = (1, 132)  # CONNACK: 3.1.1 "unacceptable protocol version", 5 "unsupported"
+_TENANT = re.compile(TENANT_SLUG_PATTERN)
+_GATEWAY = re.compile(DEVICE_ID_PATTERN)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def link_topics(prefix: str, tenant: str, gateway: str) -> tuple[str, str]:
+    """(up, down) topics of one gateway."""
+    base = f"{prefix}/{tenant}/gw/{gateway}/link"
+    return f"{base}/up", f"{base}/down"
+
+
+def link_filter(prefix: str, shared_group: str | None = None) -> str:
+    """The subscription receiving every gateway's uplink envelopes (shared when ``shared_group``)."""
+    topic_filter = f"{prefix}/+/gw/+/link/up"
+    return f"$share/{shared_group}/{topic_filter}" if shared_group else topic_filter
+
+
+def parse_link_topic(prefix: str, topic: str) -> tuple[str, str]:
+    """``(tenant, gateway)`` of an uplink topic; ValueError when it is not one or an id is malformed."""
+    rest = topic.removeprefix(f"{prefix}/")
+    parts = rest.split("/")
+    if rest == topic or len(parts) != 5 or parts[1] != "gw" or parts[3:] != ["link", "up"]:
+        raise ValueError(f"topic {topic[:200]!r} is not {prefix}/<tenant>/gw/<gateway>/link/up")
+    tenant, gateway = parts[0], parts[2]
+    if not _TENANT.match(tenant):
+        raise ValueError(f"tenant {tenant[:80]!r} in the topic must match {TENANT_SLUG_PATTERN}")
+    if not _GATEWAY.match(gateway):
+        raise ValueError(f"gateway {gateway[:80]!r} in the topic must match {DEVICE_ID_PATTERN}")
+    return tenant, gateway
+
+
+@dataclass
+class LinkListenerStats:
+    """Counters for /metrics. Every received envelope ends up accepted, duplicate, refused (authentic
+    but unusable), rejected (not authentic, or no such gateway) or failed (bus or database down,
+    not acknowledged: the gateway sends it again)."""
+
+    received: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    rejected: int = 0
+    failed: int = 0
+    readings: int = 0
+    events: int = 0
+    acks_sent: int = 0
+    time_answers: int = 0
+    configs_sent: int = 0
+    downlinks_failed: int = 0
+    connects: int = 0
+
+    def outcomes(self) -> dict[str, float]:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "refused": self.refused,
+            "rejected": self.rejected,
+            "failed": self.failed,
+        }
+
+
+class _Rejected(Exception):
+    """An envelope that is not accepted as authentic (or has no link); ``security``: worth an alert."""
+
+    def __init__(self, reason: str, *, security: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.security = security
+
+
+# -- payloads ----------------------------------------------------------------------------------------
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # newer gateways may add fields
+
+
+class _BatchPayload(_Payload):
+    series: list[Series] = Field(default_factory=list)
+    events: list[MeterEvent] = Field(default_factory=list)
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("control characters are not allowed")
+    return value
+
+
+class _Device(_Payload):
+    protocol: str = Field(min_length=1, max_length=32)
+    id: str = Field(min_length=1, max_length=64)
+    address: str = Field("", max_length=255)
+    manufacturer: str = Field("", max_length=120)
+    medium: str | None = Field(None, max_length=16)
+    seen: AwareDatetime | None = None
+
+    @field_validator("protocol", "id", "address", "manufacturer", "medium")
+    @classmethod
+    def _clean(cls, value: str | None) -> str | None:
+        return value if value is None else _no_control(value)
+
+
+class _TimeRequest(_Payload):
+    t1: float = Field(allow_inf_nan=False)
+
+
+_POINT: TypeAdapter[Point] = TypeAdapter(Point)
+
+
+@dataclass
+class ParsedBatch:
+    series: list[Series]
+    events: list[MeterEvent]
+    problems: list[str]
+    """What was dropped (kept as a dead letter); the rest is used."""
+
+
+class UnusablePayload(Exception):
+    """An authentic payload that cannot be used at all (refused)."""
+
+
+def _short(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UnusablePayload(f"payload is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise UnusablePayload("payload is not a JSON object")
+    return body
+
+
+def parse_batch(payload: bytes) -> ParsedBatch:
+    """A BATCH (or ALARM) payload as series and events. Whatever does not validate is dropped item by
+    item (a series keeps its valid points) and named in ``problems``; :class:`UnusablePayload` when the
+    payload is no batch at all or nothing in it is usable."""
+    try:
+        whole = _BatchPayload.model_validate_json(payload)  # the fast path: one pass, no dicts
+    except ValidationError:
+        parsed = _salvage(_json_object(payload))
+    else:
+        parsed = ParsedBatch(whole.series, whole.events, [])
+    parsed = _without_control_characters(parsed)
+    if not parsed.series and not parsed.events and parsed.problems:
+        raise UnusablePayload("nothing in the batch is valid: " + "; ".join(parsed.problems[:5]))
+    return parsed
+
+
+def _salvage(body: dict[str, Any]) -> ParsedBatch:
+    raw_series, raw_events = body.get("series", []), body.get("events", [])
+    if not isinstance(raw_series, list) or not isinstance(raw_events, list):
+        raise UnusablePayload("'series' and 'events' must be lists")
+    parsed = ParsedBatch([], [], [])
+    for index, item in enumerate(raw_series):
+        _salvage_series(index, item, parsed)
+    for index, item in enumerate(raw_events):
+        try:
+            parsed.events.append(MeterEvent.model_validate(item))
+        except ValidationError as exc:
+            parsed.problems.append(f"events[{index}] dropped: {_short(exc)}")
+    return parsed
+
+
+def _without_control_characters(parsed: ParsedBatch) -> ParsedBatch:
+    """Names with control characters (PostgreSQL cannot store NUL) are dropped, not sent on to fail the
+    ingest over and over."""
+    series, events = [], []
+    for item in parsed.series:
+        if any(_CONTROL.search(text) for text in (item.meter, item.channel, item.unit)):
+            parsed.problems.append(
+                f"series {item.meter[:64]!r}/{item.channel[:64]!r} dropped: control characters"
+            )
+        else:
+            series.append(item)
+    for ev in parsed.events:
+        texts = [
+            ev.meter,
+            ev.code,
+            *(k for k in ev.detail),
+            *(v for v in ev.detail.values() if isinstance(v, str)),
+        ]
+        if any(_CONTROL.search(text) for text in texts):
+            parsed.problems.append(f"event {ev.code[:64]!r} of {ev.meter[:64]!r} dropped: control characters")
+        else:
+            events.append(ev)
+    return ParsedBatch(series, events, parsed.problems)
+
+
+def _salvage_series(index: int, item: Any, parsed: ParsedBatch) -> None:
+    try:
+        parsed.series.append(Series.model_validate(item))
+        return
+    except ValidationError as exc:
+        reason = _short(exc)
+    points = item.get("points") if isinstance(item, dict) else None
+    if isinstance(points, list):
+        good = []
+        for point in points:
+            with contextlib.suppress(ValidationError):
+                good.append(_POINT.validate_python(point))
+        if good:
+            try:
+                series = Series.model_validate({**item, "points": good})
+            except ValidationError:
+                pass
+            else:
+                parsed.series.append(series)
+                parsed.problems.append(f"series[{index}]: {len(points) - len(good)} points dropped: {reason}")
+                return
+    parsed.problems.append(f"series[{index}] dropped: {reason}")
+
+
+def parse_discovery(payload: bytes) -> tuple[list[DiscoveredDevice], list[str]]:
+    body = _json_object(payload)
+    raw = body.get("devices")
+    if not isinstance(raw, list):
+        raise UnusablePayload("'devices' must be a list")
+    devices: dict[tuple[str, str], DiscoveredDevice] = {}
+    problems = []
+    for index, item in enumerate(raw):
+        try:
+            device = _Device.model_validate(item)
+        except ValidationError as exc:
+            problems.append(f"devices[{index}] dropped: {_short(exc)}")
+            continue
+        devices[device.protocol, device.id] = DiscoveredDevice(
+            device.protocol, device.id, device.address, device.manufacturer, device.medium
+        )
+    if not devices and problems:
+        raise UnusablePayload("no valid device: " + "; ".join(problems[:5]))
+    return list(devices.values()), problems
+
+
+def _message_bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload or "").encode()
+
+
+def _is_refused(code: int | ReasonCode) -> bool:
+    return (code.value if isinstance(code, ReasonCode) else code) >= 0x80
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+# -- the listener ------------------------------------------------------------------------------------
+
+
+class GatewayLinkListener:
+    """Takes gateways' envelopes off the broker and answers them (module docstring).
+
+    ``mqtt5``: speak MQTT 5 (and use ``shared_group``, when set, as a shared subscription); False for
+    MQTT 3.1.1 brokers such as the embedded one, where the subscription is plain. ``clock`` gives the
+    head-end's time for TIME answers (epoch seconds).
+    """
+
+    def __init__(
+        self,
+        mqtt_url: str,
+        prefix: str,
+        bus: Bus,
+        engine: Engine,
+        vault: KeyVault,
+        *,
+        shared_group: str | None = DEFAULT_SHARED_GROUP,
+        mqtt5: bool = True,
+        on_rejected: RejectedHandler | None = None,
+        max_concurrency: int = 8,
+        max_pending: int = 1000,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
+        drain_timeout_s: float = 10.0,
+        max_bus_message_bytes: int = MAX_BUS_MESSAGE_BYTES,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        parse_mqtt_url(mqtt_url)  # a malformed URL fails here, not in the background
+        if max_concurrency < 1 or max_pending < 1:
+            raise ValueError("max_concurrency and max_pending must be at least 1")
+        self.url = mqtt_url
+        self.prefix = prefix
+        self._bus = bus
+        self._store = GatewayLinkStore(engine, vault)
+        self._shared_group = shared_group or None
+        self._mqtt5 = mqtt5
+        self._on_rejected = on_rejected
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._room = asyncio.Semaphore(max_pending)
+        self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
+        self._connect_timeout_s = connect_timeout_s
+        self._drain_timeout_s = drain_timeout_s
+        self._max_bus_message_bytes = max_bus_message_bytes
+        self._max_payload_bytes = max_payload_bytes
+        self._clock = clock
+        self._queues: dict[str, collections.deque[tuple[str, bytes, float]]] = {}
+        self._workers: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._client: aiomqtt.Client | None = None
+        self._subscribed = asyncio.Event()
+        self.last_error = "no answer"
+        self.stats = LinkListenerStats()
+
+    # -- life cycle ------------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Subscribed right now (False while reconnecting)."""
+        return self._subscribed.is_set()
+
+    @property
+    def mqtt_version(self) -> str:
+        """The protocol in use: ``5`` or ``3.1.1`` (after a fallback, 3.1.1)."""
+        return "5" if self._mqtt5 else "3.1.1"
+
+    @property
+    def topic_filter(self) -> str:
+        """What is subscribed: shared on MQTT 5 with a group, plain otherwise."""
+        return link_filter(self.prefix, self._shared_group if self._mqtt5 else None)
+
+    async def start(self) -> None:
+        """Connect and subscribe; :class:`ConnectError` if that fails within the connect timeout."""
+        if self._task is not None:
+            return
+        self._task = asyncio.create_task(self._run(), name="gateway-link-listener")
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await self._subscribed.wait()
+        except TimeoutError:
+            await self.stop()
+            where = parse_mqtt_url(self.url).display
+            raise ConnectError(f"gateway link: cannot subscribe at {where}: {self.last_error}") from None
+
+    async def stop(self) -> None:
+        """Stop taking envelopes; those taken are handled (and answered) first, within the drain timeout."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def _make_client(self) -> aiomqtt.Client:
+        endpoint = parse_mqtt_url(self.url)
+        common: dict[str, Any] = {
+            "username": endpoint.username,
+            "password": endpoint.password,
+            "identifier": f"openami-hes-link-{uuid.uuid4().hex[:12]}",
+            "keepalive": DEFAULT_KEEPALIVE_S,
+            "timeout": self._connect_timeout_s,
+            "tls_context": ssl.create_default_context() if endpoint.tls else None,
+        }
+        if self._mqtt5:
+            return aiomqtt.Client(
+                endpoint.host, endpoint.port, protocol=aiomqtt.ProtocolVersion.V5, clean_start=True, **common
+            )
+        return aiomqtt.Client(
+            endpoint.host, endpoint.port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=True, **common
+        )
+
+    async def _run(self) -> None:
+        delay = self.reconnect_min_s
+        while True:
+            try:
+                async with self._make_client() as client:
+                    granted = await client.subscribe(self.topic_filter, qos=QOS)
+                    if any(_is_refused(code) for code in granted):
+                        raise aiomqtt.MqttError(f"the broker refused {self.topic_filter!r} (check its ACL)")
+                    self._client = client
+                    self.stats.connects += 1
+                    self._subscribed.set()
+                    delay = self.reconnect_min_s
+                    log.info("gateway link subscribed to %s (MQTT %s)", self.topic_filter, self.mqtt_version)
+                    try:
+                        async for message in client.messages:
+                            await self._dispatch(message.topic.value, _message_bytes(message.payload))
+                    finally:
+                        await self._drain()  # what was taken is answered on this connection if it lives
+            except MqttConnectError as exc:
+                self.last_error = str(exc)
+                code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+                if self._mqtt5 and code in _UNSUPPORTED_PROTOCOL:
+                    log.warning(
+                        "the MQTT broker at %s does not speak MQTT 5: using 3.1.1 and a plain subscription "
+                        "(every head-end worker then gets every envelope)",
+                        parse_mqtt_url(self.url).display,
+                    )
+                    self._mqtt5 = False
+                    continue
+            except aiomqtt.MqttError as exc:
+                self.last_error = str(exc) or type(exc).__name__
+            finally:
+                self._subscribed.clear()
+                self._client = None
+            pause = delay * random.uniform(0.5, 1.0)  # jitter: not every client at once after a restart
+            log.warning(
+                "gateway link: MQTT broker unavailable (%s); retrying in %.1f s", self.last_error, pause
+            )
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    # -- ordering: one queue and worker per gateway (topic) ---------------------------------------------
+
+    async def _dispatch(self, topic: str, data: bytes) -> None:
+        arrived = self._clock()
+        self.stats.received += 1
+        await self._room.acquire()  # bounded: beyond max_pending the broker's messages wait
+        queue = self._queues.get(topic)
+        if queue is None:
+            queue = self._queues[topic] = collections.deque()
+            worker = asyncio.create_task(self._work(topic, queue), name=f"gateway-link {topic[:80]}")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+        queue.append((topic, data, arrived))
+
+    async def _work(self, key: str, queue: collections.deque[tuple[str, bytes, float]]) -> None:
+        try:
+            while queue:
+                topic, data, arrived = queue[0]
+                try:
+                    async with self._slots:
+                        await self._handle(topic, data, arrived)
+                finally:
+                    queue.popleft()
+                    self._room.release()
+        finally:
+            if self._queues.get(key) is queue:
+                del self._queues[key]
+            for _ in range(len(queue)):  # cancelled with envelopes left: give their room back
+                self._room.release()
+            queue.clear()
+
+    async def _drain(self) -> None:
+        workers = set(self._workers)
+        if not workers:
+            return
+        _, late = await asyncio.wait(workers, timeout=self._drain_timeout_s)
+        for worker in late:
+            worker.cancel()
+        if late:
+            log.warning("gateway link: %d gateways' envelopes left unhandled at shutdown", len(late))
+            await asyncio.gather(*late, return_exceptions=True)
+
+    # -- one envelope ------------------------------------------------------------------------------------
+
+    async def _handle(self, topic: str, data: bytes, arrived: float) -> None:
+        tenant: str | None = None
+        gateway: str | None = None
+        try:
+            try:
+                tenant, gateway = parse_link_topic(self.prefix, topic)
+            except ValueError as exc:
+                raise _Rejected(str(exc)) from None
+            await self._handle_envelope(tenant, gateway, topic, data, arrived)
+        except _Rejected as exc:
+            await self._reject(topic, tenant, gateway, data, arrived, exc)
+        except (BusError, OperationalError) as exc:
+            self.stats.failed += 1
+            log.warning(
+                "gateway link: envelope on %r not handled, not acknowledged (the gateway sends it again): %s",
+                topic,
+                exc,
+            )
+        except Exception as exc:
+            # A bug must cost one envelope (kept as a dead letter), never the listener.
+            log.exception("gateway link: failed to handle an envelope on %r", topic)
+            await self._reject(
+                topic,
+                tenant,
+                gateway,
+                data,
+                arrived,
+                _Rejected(f"internal error: {type(exc).__name__}", security=False),
+            )
+
+    async def _reject(
+        self, topic: str, tenant: str | None, gateway: str | None, data: bytes, arrived: float, exc: _Rejected
+    ) -> None:
+        try:
+            seq: int | None = peek(data).seq
+        except EdgeLinkError:
+            seq = None
+        (security_log.warning if exc.security else log.error)(
+            "gateway link: rejected envelope from gateway %s of tenant %s (seq %s, %d bytes): %s",
+            gateway,
+            tenant,
+            seq,
+            len(data),
+            exc.reason,
+            extra={"tenant": tenant, "gateway": gateway, "seq": seq, "reason": exc.reason},
+        )
+        when = datetime.fromtimestamp(arrived, UTC)
+        await hand_over(self._on_rejected, topic, tenant, f"gateway link: {exc.reason}", data, when)
+        self.stats.rejected += 1  # counters move last: when one moves, everything of it is done
+
+    async def _handle_envelope(
+        self, tenant: str, gateway: str, topic: str, data: bytes, arrived: float
+    ) -> None:
+        try:
+            peek(data)  # bytes that are no envelope at all cost no database read
+            state = await asyncio.to_thread(self._store.load, tenant, gateway)
+        except EdgeLinkError as exc:
+            raise _Rejected(f"{type(exc).__name__}: {exc}") from None
+        except UnknownGateway as exc:
+            raise _Rejected(exc.reason) from None
+        opener = Opener(
+            state.key,
+            gateway,
+            direction=Direction.UP,
+            window=state.window,
+            max_payload=self._max_payload_bytes,
+        )
+        try:
+            if len(data) > MAX_SMALL_PAYLOAD:  # inflating a big batch: not on the event loop
+                envelope = await asyncio.to_thread(opener.open, data, accept=False)
+            else:
+                envelope = opener.open(data, accept=False)
+        except ReplayError as exc:
+            if exc.highest - exc.seq >= WINDOW:
+                raise _Rejected(
+                    f"sequence {exc.seq} is older than the replay window (highest {exc.highest})"
+                ) from None
+            await self._duplicate(state, peek(data).kind, exc.seq, arrived)
+            return
+        except EdgeLinkError as exc:
+            raise _Rejected(f"{type(exc).__name__}: {exc}") from None
+        if envelope.seq > MAX_STORED_SEQ:
+            raise _Rejected(f"sequence {envelope.seq} is beyond 2**63-1, which this head-end cannot store")
+        handler = self._HANDLERS.get(envelope.kind)
+        if handler is None:
+            await self._unusable(
+                state, envelope, topic, arrived, f"{envelope.kind.name} is not an uplink kind"
+            )
+            return
+        await handler(self, state, envelope, topic, arrived)
+
+    async def _duplicate(self, state: LinkState, kind: Kind, seq: int, arrived: float) -> None:
+        """An authentic envelope whose number was accepted before: a BATCH is acknowledged again."""
+        log.info("gateway %s/%s: %s %d again (already accepted)", state.tenant, state.gateway, kind.name, seq)
+        await asyncio.to_thread(self._store.touch, state, datetime.fromtimestamp(arrived, UTC))
+        if kind is Kind.BATCH:
+            await self._acknowledge(state, acked=[seq])
+        self.stats.duplicates += 1
+
+    async def _unusable(
+        self, state: LinkState, envelope: Envelope, topic: str, arrived: float, reason: str
+    ) -> None:
+        """Authentic but unusable, of a kind that is never resent: accepted (so it is not replayed),
+        counted as refused and kept as a dead letter with its opened payload."""
+        log.warning(
+            "gateway %s/%s: %s %d refused: %s",
+            state.tenant,
+            state.gateway,
+            envelope.kind.name,
+            envelope.seq,
+            reason,
+        )
+        await asyncio.to_thread(self._store.accept, state, envelope.seq, datetime.fromtimestamp(arrived, UTC))
+        await self._dead_letter(state, envelope, topic, arrived, reason)
+        self.stats.refused += 1
+
+    async def _dead_letter(
+        self, state: LinkState, envelope: Envelope, topic: str, arrived: float, reason: str
+    ) -> None:
+        when = datetime.fromtimestamp(arrived, UTC)
+        detail = f"gateway link {envelope.kind.name} {envelope.seq} (payload opened): {reason}"
+        await hand_over(self._on_rejected, topic, state.tenant, detail[:4000], envelope.payload, when)
+
+    # -- kinds -----------------------------------------------------------------------------------------
+
+    async def _on_batch(self, state: LinkState, envelope: Envelope, topic: str, arrived: float) -> None:
+        try:
+            parsed = await asyncio.to_thread(parse_batch, envelope.payload)
+        except UnusablePayload as exc:
+            reason = str(exc)[:500]
+            log.warning(
+                "gateway %s/%s: batch %d refused: %s", state.tenant, state.gateway, envelope.seq, reason
+            )
+            await self._dead_letter(state, envelope, topic, arrived, reason)
+            await asyncio.to_thread(self._store.touch, state, datetime.fromtimestamp(arrived, UTC))
+            await self._acknowledge(state, refused={envelope.seq: reason})
+            self.stats.refused += 1
+            return
+        await self._publish(state, envelope.seq, parsed, arrived)
+        await asyncio.to_thread(self._store.accept, state, envelope.seq, datetime.fromtimestamp(arrived, UTC))
+        if parsed.problems:
+            await self._dead_letter(
+                state, envelope, topic, arrived, "partly used: " + "; ".join(parsed.problems[:20])
+            )
+        await self._acknowledge(state, acked=[envelope.seq])
+        self.stats.accepted += 1
+
+    async def _on_alarm(self, state: LinkState, envelope: Envelope, topic: str, arrived: float) -> None:
+        try:
+            parsed = await asyncio.to_thread(parse_batch, envelope.payload)
+        except UnusablePayload as exc:
+            await self._unusable(state, envelope, topic, arrived, str(exc)[:500])
+            return
+        await self._publish(state, envelope.seq, parsed, arrived)
+        await asyncio.to_thread(self._store.accept, state, envelope.seq, datetime.fromtimestamp(arrived, UTC))
+        if parsed.problems:
+            await self._dead_letter(
+                state, envelope, topic, arrived, "partly used: " + "; ".join(parsed.problems[:20])
+            )
+        self.stats.accepted += 1
+
+    async def _on_health(self, state: LinkState, envelope: Envelope, topic: str, arrived: float) -> None:
+        try:
+            if len(envelope.payload) > MAX_SMALL_PAYLOAD:
+                raise UnusablePayload(f"a health report of {len(envelope.payload)} bytes is too large")
+            body = _json_object(envelope.payload)
+        except UnusablePayload as exc:
+            await self._unusable(state, envelope, topic, arrived, str(exc))
+            return
+        await asyncio.to_thread(
+            self._store.accept, state, envelope.seq, datetime.fromtimestamp(arrived, UTC), health=body
+        )
+        self.stats.accepted += 1
+
+    async def _on_discovery(self, state: LinkState, envelope: Envelope, topic: str, arrived: float) -> None:
+        try:
+            if len(envelope.payload) > MAX_SMALL_PAYLOAD * 16:
+                raise UnusablePayload(f"a discovery report of {len(envelope.payload)} bytes is too large")
+            devices, problems = parse_discovery(envelope.payload)
+        except UnusablePayload as exc:
+            await self._unusable(state, envelope, topic, arrived, str(exc))
+            return
+        await asyncio.to_thread(
+            self._store.accept, state, envelope.seq, datetime.fromtimestamp(arrived, UTC), discovered=devices
+        )
+        if problems:
+            await self._dead_letter(
+                state, envelope, topic, arrived, "partly used: " + "; ".join(problems[:20])
+            )
+        self.stats.accepted += 1
+
+    async def _on_time(self, state: LinkState, envelope: Envelope, topic: str, arrived: float) -> None:
+        try:
+            if len(envelope.payload) > MAX_SMALL_PAYLOAD:
+                raise UnusablePayload("a time request is a few bytes")
+            request = _TimeRequest.model_validate(_json_object(envelope.payload))
+        except (UnusablePayload, ValidationError) as exc:
+            reason = _short(exc) if isinstance(exc, ValidationError) else str(exc)
+            await self._unusable(state, envelope, topic, arrived, reason)
+            return
+        await asyncio.to_thread(self._store.accept, state, envelope.seq, datetime.fromtimestamp(arrived, UTC))
+        t1 = request.t1
+        if await self._send_down(state, Kind.TIME, lambda: {"t1": t1, "t2": arrived, "t3": self._clock()}):
+            self.stats.time_answers += 1
+        self.stats.accepted += 1
+
+    _HANDLERS: Final = {
+        Kind.BATCH: _on_batch,
+        Kind.ALARM: _on_alarm,
+        Kind.HEALTH: _on_health,
+        Kind.DISCOVERY: _on_discovery,
+        Kind.TIME: _on_time,
+    }
+
+    async def _publish(self, state: LinkState, seq: int, parsed: ParsedBatch, arrived: float) -> None:
+        if not parsed.series and not parsed.events:
+            return
+        batch = ReadingBatch(
+            tenant=state.tenant,
+            source=SOURCE,
+            gateway=state.gateway,
+            received_at=datetime.fromtimestamp(arrived, UTC),
+            series=parsed.series,
+            events=parsed.events,
+        )
+        parts = await asyncio.to_thread(split_batch, batch, self._max_bus_message_bytes)
+        base = f"gw:{state.tenant}:{state.gateway}:{seq}"
+        for index, part in enumerate(parts):
+            msg_id = base if len(parts) == 1 else f"{base}#{index}"
+            await self._bus.publish(readings_subject(state.tenant), part, msg_id=msg_id)
+        self.stats.readings += batch.reading_count
+        self.stats.events += len(batch.events)
+
+    # -- downlink --------------------------------------------------------------------------------------
+
+    async def _acknowledge(
+        self, state: LinkState, *, acked: list[int] | None = None, refused: dict[int, str] | None = None
+    ) -> None:
+        body = {
+            "acked": acked or [],
+            "refused": {str(seq): reason for seq, reason in (refused or {}).items()},
+        }
+        if await self._send_down(state, Kind.ACK, lambda: body):
+            self.stats.acks_sent += 1
+
+    async def _send_down(
+        self, state: LinkState, kind: Kind, body: Callable[[], dict[str, Any]], seq: int | None = None
+    ) -> bool:
+        """Seal and publish one downlink envelope under a fresh number; False (logged) when it could not
+        go out (the gateway then sends its envelope again, or asks again)."""
+        client = self._client
+        if client is None:
+            self.stats.downlinks_failed += 1
+            log.info("gateway %s/%s: %s not sent: not connected", state.tenant, state.gateway, kind.name)
+            return False
+        if seq is None:
+            seq = await asyncio.to_thread(self._store.next_down_seq, state)
+        payload = _dumps(body())  # built now: a TIME answer's t3 is the send time
+        compression = Compression.NONE if len(payload) < 512 else Compression.ZLIB
+        envelope = seal(
+            state.key, state.gateway, kind, seq, payload, direction=Direction.DOWN, compression=compression
+        )
+        _, down = link_topics(self.prefix, state.tenant, state.gateway)
+        try:
+            await client.publish(down, envelope, qos=QOS, timeout=_PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            self.stats.downlinks_failed += 1
+            log.warning("gateway %s/%s: %s %d not sent: %s", state.tenant, state.gateway, kind.name, seq, exc)
+            return False
+        return True
+
+    async def push_config(self, tenant: str, gateway: str, config: dict[str, Any]) -> int:
+        """Send ``config`` (meter list, settings) to a gateway as a CONFIG envelope; returns its version.
+
+        The version is counted up per gateway in ``gateway_link.config_version`` and written into the
+        payload as ``"version"`` (a ``version`` in ``config`` is replaced); the gateway applies a version
+        higher than its own. :class:`UnknownGateway` for a gateway without a link,
+        :class:`~openami.transports.errors.ConnectError` when it could not be published.
+        """
+        json.dumps(config)  # not JSON: TypeError here, before a version is spent
+        state = await asyncio.to_thread(self._store.load, tenant, gateway)
+        version, seq = await asyncio.to_thread(self._store.next_config, state)
+        body = {**config, "version": version}
+        if not await self._send_down(state, Kind.CONFIG, lambda: body, seq=seq):
+            raise ConnectError(f"configuration {version} for gateway {gateway!r} could not be published")
+        self.stats.configs_sent += 1
+        log.info("gateway %s/%s: configuration version %d pushed", tenant, gateway, version)
+        return version

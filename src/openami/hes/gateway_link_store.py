@@ -1,0 +1,478 @@
+"""What the gateway link keeps in the store: link state per gateway, pending devices, and the API's view.
+
+``gateway_link`` holds, per OpenAMI gateway, its sealed link key (through the key vault), the replay
+window of its uplink envelopes, the next downlink sequence number, the last configuration version
+pushed and its last health report. ``pending_device`` holds the meters gateways discovered.
+
+Every write that reads state first starts with a write to the same row (``UPDATE ... SET last_seen_at``,
+``UPDATE ... RETURNING``), which on SQLite takes the database's write lock before anything is read and
+on PostgreSQL locks the row: two head-end workers (a shared MQTT subscription) can hand the same
+gateway's envelopes to each other, and a replay window merged by both must contain both numbers.
+Accepting a number into the window is a set union, so the order of two merges does not matter.
+
+Blocking (SQLAlchemy): the listener calls it from worker threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, select, update
+
+from openami.protocols.edge import ReplayWindow
+from openami.protocols.edge.envelope import WINDOW
+from openami.security.audit import AuditLog
+from openami.security.errors import InvalidInput
+from openami.security.keyvault import GATEWAY_KINDS, KeyVault, KeyVaultError
+from openami.store.errors import Conflict, NotFound
+from openami.store.repositories.base import Scope, dialect_insert
+from openami.store.repositories.catalog import comm_devices
+from openami.store.schema import PENDING_DEVICE_STATUSES, comm_device, gateway_link, pending_device, tenant
+
+__all__ = [
+    "MAX_STORED_SEQ",
+    "DiscoveredDevice",
+    "GatewayLinkStore",
+    "LinkState",
+    "LinkStatus",
+    "PendingDevice",
+    "ProvisionedKey",
+    "UnknownGateway",
+    "decide_pending",
+    "link_status",
+    "list_pending",
+    "provision_key",
+]
+
+MAX_STORED_SEQ: Final = 2**63 - 1
+"""Highest uplink sequence number the head-end stores (a signed BIGINT); the envelope allows 2**64-1."""
+_MASK_BYTES: Final = WINDOW // 8
+
+
+def encode_mask(mask: int) -> bytes:
+    return (mask & ((1 << WINDOW) - 1)).to_bytes(_MASK_BYTES, "big")
+
+
+def decode_mask(data: bytes | None) -> int:
+    return int.from_bytes(bytes(data or b""), "big")
+
+
+def merge_window(highest: int, mask: int, seq: int) -> tuple[int, int]:
+    """``(highest, mask)`` with ``seq`` accepted, as :meth:`ReplayWindow.accept` would, but bounded: a
+    number far ahead (a gateway whose new archive numbers from its creation time) resets the mask
+    instead of shifting it by trillions of bits, and one older than the window changes nothing (it
+    counts as seen anyway)."""
+    if seq > highest:
+        shift = seq - highest
+        if highest < 0 or shift >= WINDOW:
+            return seq, 1
+        return seq, ((mask << shift) | 1) & ((1 << WINDOW) - 1)
+    if highest - seq < WINDOW:
+        return highest, mask | (1 << (highest - seq))
+    return highest, mask
+
+
+class UnknownGateway(Exception):
+    """No usable link for an envelope: tenant, gateway or key unknown, or a key that does not open."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """One gateway's link as the listener needs it for one envelope."""
+
+    tenant_id: int
+    tenant: str
+    comm_device_id: int
+    gateway: str
+    key_version: int
+    window: ReplayWindow
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredDevice:
+    """A device a gateway reported in a DISCOVERY envelope (already validated)."""
+
+    protocol: str
+    ident: str
+    address: str = ""
+    manufacturer: str = ""
+    medium: str | None = None
+
+
+class GatewayLinkStore:
+    """The listener's reads and writes (module docstring)."""
+
+    def __init__(self, engine: Engine, vault: KeyVault) -> None:
+        self._engine = engine
+        self._vault = vault
+
+    def load(self, tenant_slug: str, ident: str) -> LinkState:
+        """The link of gateway ``ident`` of tenant ``tenant_slug``; :class:`UnknownGateway` if unusable."""
+        query = (
+            select(
+                tenant.c.id.label("tenant_id"),
+                comm_device.c.id.label("comm_device_id"),
+                comm_device.c.kind,
+                gateway_link.c.key_ciphertext,
+                gateway_link.c.key_version,
+                gateway_link.c.up_highest,
+                gateway_link.c.up_mask,
+            )
+            .select_from(tenant)
+            .join(comm_device, (comm_device.c.tenant_id == tenant.c.id) & (comm_device.c.ident == ident))
+            .outerjoin(gateway_link, gateway_link.c.comm_device_id == comm_device.c.id)
+            .where(tenant.c.slug == tenant_slug)
+        )
+        with self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise UnknownGateway(f"no gateway {ident!r} in tenant {tenant_slug!r}")
+        if row.kind not in GATEWAY_KINDS:
+            raise UnknownGateway(f"device {ident!r} is a {row.kind}, not a gateway or concentrator")
+        if row.key_ciphertext is None:
+            raise UnknownGateway(f"gateway {ident!r} has no link key (POST /gateways/{{id}}/link/key)")
+        try:
+            key = self._vault.open_gateway_key(row.tenant_id, row.comm_device_id, row.key_ciphertext)
+        except KeyVaultError as exc:
+            raise UnknownGateway(f"the link key of gateway {ident!r} does not open: {exc}") from None
+        window = ReplayWindow(int(row.up_highest), decode_mask(row.up_mask))
+        return LinkState(
+            int(row.tenant_id), tenant_slug, int(row.comm_device_id), ident, int(row.key_version), window, key
+        )
+
+    def accept(
+        self,
+        state: LinkState,
+        seq: int,
+        now: datetime,
+        *,
+        health: Mapping[str, Any] | None = None,
+        discovered: Sequence[DiscoveredDevice] = (),
+    ) -> bool:
+        """Merge ``seq`` into the stored window, mark the gateway seen, and store what came with it (health,
+        discovered devices) in the same transaction. False when the key was rotated meanwhile (the number
+        then belongs to the old key's numbering and is not carried over)."""
+        if not 0 <= seq <= MAX_STORED_SEQ:
+            raise ValueError(f"sequence number {seq} cannot be stored")
+        row = self._row(state)
+        with self._engine.begin() as conn:
+            locked = conn.execute(
+                update(gateway_link).where(row).values(last_seen_at=now).returning(gateway_link.c.id)
+            ).scalar_one_or_none()
+            if locked is None:
+                return False
+            stored = conn.execute(select(gateway_link.c.up_highest, gateway_link.c.up_mask).where(row)).one()
+            highest, mask = merge_window(int(stored.up_highest), decode_mask(stored.up_mask), seq)
+            values: dict[str, Any] = {"up_highest": highest, "up_mask": encode_mask(mask)}
+            if health is not None:
+                values.update(health=dict(health), health_at=now)
+            conn.execute(update(gateway_link).where(row).values(**values))
+            self._seen(conn, state, now)
+            if discovered:
+                _upsert_pending(conn, state, discovered, now)
+        return True
+
+    def touch(self, state: LinkState, now: datetime) -> None:
+        """Mark the gateway seen (an authentic envelope that is not accepted: a duplicate, a refusal)."""
+        with self._engine.begin() as conn:
+            conn.execute(
+                update(gateway_link)
+                .where(gateway_link.c.comm_device_id == state.comm_device_id)
+                .values(last_seen_at=now)
+            )
+            self._seen(conn, state, now)
+
+    def next_down_seq(self, state: LinkState) -> int:
+        """A downlink sequence number of its own (atomically counted up, never handed out twice)."""
+        with self._engine.begin() as conn:
+            after = conn.execute(
+                update(gateway_link)
+                .where(gateway_link.c.comm_device_id == state.comm_device_id)
+                .values(next_down_seq=gateway_link.c.next_down_seq + 1)
+                .returning(gateway_link.c.next_down_seq)
+            ).scalar_one_or_none()
+        if after is None:
+            raise UnknownGateway(f"gateway {state.gateway!r} lost its link meanwhile")
+        return int(after) - 1
+
+    def next_config(self, state: LinkState) -> tuple[int, int]:
+        """(new configuration version, downlink sequence number) for a CONFIG push, in one step."""
+        with self._engine.begin() as conn:
+            row = conn.execute(
+                update(gateway_link)
+                .where(gateway_link.c.comm_device_id == state.comm_device_id)
+                .values(
+                    next_down_seq=gateway_link.c.next_down_seq + 1,
+                    config_version=gateway_link.c.config_version + 1,
+                )
+                .returning(gateway_link.c.next_down_seq, gateway_link.c.config_version)
+            ).first()
+        if row is None:
+            raise UnknownGateway(f"gateway {state.gateway!r} lost its link meanwhile")
+        return int(row.config_version), int(row.next_down_seq) - 1
+
+    @staticmethod
+    def _row(state: LinkState) -> Any:
+        return (gateway_link.c.comm_device_id == state.comm_device_id) & (
+            gateway_link.c.key_version == state.key_version
+        )
+
+    @staticmethod
+    def _seen(conn: Connection, state: LinkState, now: datetime) -> None:
+        conn.execute(
+            update(comm_device).where(comm_device.c.id == state.comm_device_id).values(last_seen_at=now)
+        )
+
+
+def _upsert_pending(
+    conn: Connection, state: LinkState, devices: Sequence[DiscoveredDevice], now: datetime
+) -> None:
+    """New devices are filed as pending; known ones get their details and last_seen_at refreshed, and
+    keep their status (a rejected device reported again stays rejected)."""
+    for device in devices:
+        statement = dialect_insert(conn, pending_device).values(
+            tenant_id=state.tenant_id,
+            comm_device_id=state.comm_device_id,
+            protocol=device.protocol,
+            ident=device.ident,
+            address=device.address,
+            manufacturer=device.manufacturer,
+            medium=device.medium,
+            first_seen_at=now,
+            last_seen_at=now,
+            status="pending",
+        )
+        conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["comm_device_id", "protocol", "ident"],
+                set_={
+                    "address": statement.excluded.address,
+                    "manufacturer": statement.excluded.manufacturer,
+                    "medium": statement.excluded.medium,
+                    "last_seen_at": statement.excluded.last_seen_at,
+                },
+            )
+        )
+
+
+# -- the API's view ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatus:
+    """GET /gateways/{id}/link: what an operator sees of a gateway's link (never the key)."""
+
+    gateway_id: int
+    ident: str
+    key_present: bool
+    key_version: int | None
+    key_created_at: datetime | None
+    last_seen_at: datetime | None
+    health: dict[str, Any] | None
+    health_at: datetime | None
+    backlog_readings: int | None
+    unacked_batches: int | None
+    window_highest: int | None
+    next_downlink_seq: int | None
+    config_version: int | None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def link_status(conn: Connection, scope: Scope, gateway_id: int) -> LinkStatus:
+    """The link of gateway ``gateway_id`` in ``scope``; NotFound for another tenant's or no gateway."""
+    device = comm_devices.get(conn, scope, gateway_id)
+    row = conn.execute(
+        select(
+            gateway_link.c.key_version,
+            gateway_link.c.key_created_at,
+            gateway_link.c.up_highest,
+            gateway_link.c.next_down_seq,
+            gateway_link.c.config_version,
+            gateway_link.c.health,
+            gateway_link.c.health_at,
+        ).where(gateway_link.c.comm_device_id == device.id, gateway_link.c.tenant_id == scope.tenant_id)
+    ).first()
+    if row is None:
+        return LinkStatus(
+            device.id,
+            device.ident,
+            False,
+            None,
+            None,
+            device.last_seen_at,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+    health = dict(row.health) if isinstance(row.health, dict) else None
+    return LinkStatus(
+        gateway_id=device.id,
+        ident=device.ident,
+        key_present=True,
+        key_version=int(row.key_version),
+        key_created_at=row.key_created_at,
+        last_seen_at=device.last_seen_at,
+        health=health,
+        health_at=row.health_at,
+        backlog_readings=_int_or_none((health or {}).get("backlog_readings")),
+        unacked_batches=_int_or_none((health or {}).get("unacked_batches")),
+        window_highest=None if row.up_highest < 0 else int(row.up_highest),
+        next_downlink_seq=int(row.next_down_seq),
+        config_version=int(row.config_version),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionedKey:
+    """A freshly generated link key: shown to the caller once, never stored in clear."""
+
+    gateway_id: int
+    ident: str
+    key_version: int
+    key: bytes = field(repr=False)
+
+
+def provision_key(
+    engine: Engine,
+    vault: KeyVault,
+    audit: AuditLog,
+    scope: Scope,
+    gateway_id: int,
+    actor: str,
+) -> ProvisionedKey:
+    """Generate, store and audit a new link key for the gateway (a rotation if it had one), atomically.
+
+    The audit entry records who, which gateway and the new key version, never the key.
+    """
+    key = KeyVault.new_gateway_key()
+    with engine.begin() as conn:
+        device = comm_devices.get(conn, scope, gateway_id)
+        if device.kind not in GATEWAY_KINDS:
+            raise InvalidInput(
+                f"device {gateway_id} is a {device.kind}: only gateways and concentrators link"
+            )
+        version = vault.store_gateway_key(scope.tenant_id, device.id, key, conn=conn)
+        audit.append(
+            conn,
+            scope.tenant_id,
+            actor,
+            "gateway.link_key",
+            "gateway",
+            device.id,
+            {"ident": device.ident, "key_version": version, "rotated": version > 1},
+        )
+    return ProvisionedKey(device.id, device.ident, version, key)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDevice:
+    id: int
+    gateway_id: int
+    protocol: str
+    address: str
+    ident: str
+    manufacturer: str
+    medium: str | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    status: str
+    decided_at: datetime | None
+    decided_by: str | None
+
+
+_PENDING_COLUMNS = (
+    pending_device.c.id,
+    pending_device.c.comm_device_id.label("gateway_id"),
+    pending_device.c.protocol,
+    pending_device.c.address,
+    pending_device.c.ident,
+    pending_device.c.manufacturer,
+    pending_device.c.medium,
+    pending_device.c.first_seen_at,
+    pending_device.c.last_seen_at,
+    pending_device.c.status,
+    pending_device.c.decided_at,
+    pending_device.c.decided_by,
+)
+
+
+def list_pending(
+    conn: Connection,
+    scope: Scope,
+    *,
+    status: str | None = None,
+    gateway_id: int | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> list[PendingDevice]:
+    """Discovered devices of the tenant, by id (arrival order), optionally of one status or gateway."""
+    query = select(*_PENDING_COLUMNS).where(pending_device.c.tenant_id == scope.tenant_id)
+    if status is not None:
+        query = query.where(pending_device.c.status == status)
+    if gateway_id is not None:
+        query = query.where(pending_device.c.comm_device_id == gateway_id)
+    if after_id is not None:
+        query = query.where(pending_device.c.id > after_id)
+    rows = conn.execute(query.order_by(pending_device.c.id).limit(limit)).all()
+    return [PendingDevice(**row._mapping) for row in rows]
+
+
+def decide_pending(
+    engine: Engine,
+    audit: AuditLog,
+    scope: Scope,
+    pending_id: int,
+    status: str,
+    actor: str,
+    *,
+    now: datetime | None = None,
+) -> PendingDevice:
+    """Approve or reject a discovered device (status change and audit entry, one transaction).
+
+    Approving does not create the meter: the operator commissions it (POST /meters) with the details
+    shown. Deciding again is allowed (a rejected device may be approved later); deciding the same way
+    twice is a no-op without a second audit entry.
+    """
+    if status not in PENDING_DEVICE_STATUSES or status == "pending":
+        raise ValueError(f"a decision is 'approved' or 'rejected', not {status!r}")
+    when = now or datetime.now(UTC)
+    row = (pending_device.c.id == pending_id) & (pending_device.c.tenant_id == scope.tenant_id)
+    with engine.begin() as conn:
+        current = conn.execute(select(pending_device.c.status).where(row)).scalar_one_or_none()
+        if current is None:
+            raise NotFound(f"pending device {pending_id} not found")
+        if current != status:
+            changed = conn.execute(
+                update(pending_device)
+                .where(row, pending_device.c.status == current)
+                .values(status=status, decided_at=when, decided_by=actor[:160])
+            ).rowcount
+            if changed != 1:
+                raise Conflict(f"pending device {pending_id} was decided meanwhile")
+            action = "pending_device.approve" if status == "approved" else "pending_device.reject"
+            audit.append(
+                conn,
+                scope.tenant_id,
+                actor,
+                action,
+                "pending_device",
+                pending_id,
+                {"from": current, "to": status},
+            )
+        device = conn.execute(select(*_PENDING_COLUMNS).where(row)).one()
+    return PendingDevice(**device._mapping)
