@@ -134,3 +134,14 @@ def test_fuzzed_envelopes_end_in_a_typed_error(data: st.DataObject) -> None:
     sealed = seal(KEY, "GW-1", Kind.BATCH, 3, PAYLOAD)
     for raw in truncated_and_mutated(sealed, data):
         assert_value_or_error(Opener(KEY, "GW-1").open, EdgeLinkError, raw)
+
+
+def test_the_window_stays_bounded_after_a_huge_jump_and_old_numbers() -> None:
+    window = ReplayWindow()
+    window.accept(5)
+    window.accept(1_800_000_000_000)  # a gateway whose new archive counts from its creation time
+    assert window.mask == 1 and window.mask.bit_length() <= WINDOW
+    window.accept(3)  # far older than the window: nothing to remember, seen() refuses it anyway
+    assert window.seen(3) and window.mask.bit_length() <= WINDOW
+    window.accept(1_800_000_000_000 - 10)
+    assert window.seen(1_800_000_000_000 - 10) and not window.seen(1_800_000_000_000 - 11)

@@ -242,11 +242,17 @@ class ReplayWindow:
         return offset >= WINDOW or bool(self.mask >> offset & 1)
 
     def accept(self, seq: int) -> None:
+        """Mark ``seq`` accepted. A jump of a whole window or more (a gateway starting a new archive)
+        starts the mask afresh; a number older than the window changes nothing (:meth:`seen` refuses
+        it anyway), so the mask never grows past :data:`WINDOW` bits."""
         if seq > self.highest:
             shift = seq - self.highest
-            self.mask = ((self.mask << shift) | 1) & ((1 << WINDOW) - 1) if self.highest >= 0 else 1
+            if self.highest < 0 or shift >= WINDOW:
+                self.mask = 1
+            else:
+                self.mask = ((self.mask << shift) | 1) & ((1 << WINDOW) - 1)
             self.highest = seq
-        else:
+        elif self.highest - seq < WINDOW:
             self.mask |= 1 << (self.highest - seq)
 
 
