@@ -20,6 +20,7 @@ from openami.config import Settings
 from openami.hes.commands import CommandService
 from openami.security.audit import AuditLog
 from openami.security.errors import AuthenticationFailed
+from openami.security.keyvault import KeyVault
 from openami.security.service import AuthService, Principal
 
 SESSION_COOKIE = "openami_session"
@@ -44,6 +45,8 @@ class ApiContext:
     health: Callable[[], dict[str, Any]] = _no_components
     audit: AuditLog = field(default_factory=AuditLog)
     commands: CommandService | None = None
+    vault: KeyVault | None = None
+    """The platform's key vault (None: routes that need one open it from the settings' master key)."""
 
 
 def get_context(request: Request) -> ApiContext:

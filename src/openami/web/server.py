@@ -40,6 +40,7 @@ def build_web_app(platform: Platform) -> FastAPI:
         metrics_text=platform.metrics.exposition,
         health=platform.health,
         commands=platform.commands,
+        vault=platform.vault,
     )
     app = create_api(context)
     app.add_api_route("/", _landing_page(platform), methods=["GET"], include_in_schema=False)

@@ -171,7 +171,7 @@ def get_link(context: Context, principal: Reader, item_id: ItemId) -> Any:
     summary="Generate (or rotate) a gateway's link key; the key is in this response only",
 )
 def create_link_key(context: Context, principal: Writer, item_id: ItemId, response: Response) -> Any:
-    vault = KeyVault(context.engine, load_master_key(context.settings))
+    vault = context.vault or KeyVault(context.engine, load_master_key(context.settings))
     provisioned = provision_key(
         context.engine, vault, context.audit, principal.scope, item_id, principal.actor
     )
