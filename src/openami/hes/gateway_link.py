@@ -47,19 +47,13 @@ import collections
 import contextlib
 import json
 import logging
-import random
 import re
-import ssl
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -105,7 +99,7 @@ from openami.protocols.edge import (
 from openami.protocols.edge.envelope import MAX_PAYLOAD_BYTES, WINDOW
 from openami.security.keyvault import KeyVault
 from openami.transports.errors import ConnectError
-from openami.transports.mqtt import DEFAULT_KEEPALIVE_S, parse_mqtt_url
+from openami.transports.mqtt_subscriber import MqttSubscriber
 
 __all__ = [
     "DEFAULT_SHARED_GROUP",
@@ -132,7 +126,6 @@ MAX_SMALL_PAYLOAD: Final = 64 * 1024
 """HEALTH, DISCOVERY and TIME payloads larger than this are refused; envelopes larger than this are
 opened in a thread rather than on the event loop."""
 _PUBLISH_TIMEOUT_S: Final = 30.0
-_UNSUPPORTED_PROTOCOL: Final = (1, 132)  # CONNACK: 3.1.1 "unacceptable protocol version", 5 "unsupported"
 _TENANT = re.compile(TENANT_SLUG_PATTERN)
 _GATEWAY = re.compile(DEVICE_ID_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -182,7 +175,6 @@ class LinkListenerStats:
     time_answers: int = 0
     configs_sent: int = 0
     downlinks_failed: int = 0
-    connects: int = 0
 
     def outcomes(self) -> dict[str, float]:
         return {
@@ -372,16 +364,6 @@ def parse_discovery(payload: bytes) -> tuple[list[DiscoveredDevice], list[str]]:
     return list(devices.values()), problems
 
 
-def _message_bytes(payload: Any) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return str(payload or "").encode()
-
-
-def _is_refused(code: int | ReasonCode) -> bool:
-    return (code.value if isinstance(code, ReasonCode) else code) >= 0x80
-
-
 def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
@@ -418,7 +400,6 @@ class GatewayLinkListener:
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        parse_mqtt_url(mqtt_url)  # a malformed URL fails here, not in the background
         if max_concurrency < 1 or max_pending < 1:
             raise ValueError("max_concurrency and max_pending must be at least 1")
         self.url = mqtt_url
@@ -426,22 +407,26 @@ class GatewayLinkListener:
         self._bus = bus
         self._store = GatewayLinkStore(engine, vault)
         self._shared_group = shared_group or None
-        self._mqtt5 = mqtt5
         self._on_rejected = on_rejected
         self._slots = asyncio.Semaphore(max_concurrency)
         self._room = asyncio.Semaphore(max_pending)
-        self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
-        self._connect_timeout_s = connect_timeout_s
         self._drain_timeout_s = drain_timeout_s
         self._max_bus_message_bytes = max_bus_message_bytes
         self._max_payload_bytes = max_payload_bytes
         self._clock = clock
         self._queues: dict[str, collections.deque[tuple[str, bytes, float]]] = {}
         self._workers: set[asyncio.Task[None]] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._client: aiomqtt.Client | None = None
-        self._subscribed = asyncio.Event()
-        self.last_error = "no answer"
+        self._subscriber = MqttSubscriber(
+            mqtt_url,
+            lambda mqtt5: [(link_filter(prefix, self._shared_group if mqtt5 else None), QOS)],
+            self._dispatch,
+            name="gateway link",
+            mqtt5=mqtt5,
+            on_disconnect=self._drain,  # what was taken is answered on this connection if it lives
+            reconnect_min_s=reconnect_min_s,
+            reconnect_max_s=reconnect_max_s,
+            connect_timeout_s=connect_timeout_s,
+        )
         self.stats = LinkListenerStats()
 
     # -- life cycle ------------------------------------------------------------------------------------
@@ -449,98 +434,25 @@ class GatewayLinkListener:
     @property
     def connected(self) -> bool:
         """Subscribed right now (False while reconnecting)."""
-        return self._subscribed.is_set()
+        return self._subscriber.connected
 
     @property
     def mqtt_version(self) -> str:
         """The protocol in use: ``5`` or ``3.1.1`` (after a fallback, 3.1.1)."""
-        return "5" if self._mqtt5 else "3.1.1"
+        return self._subscriber.mqtt_version
 
     @property
     def topic_filter(self) -> str:
         """What is subscribed: shared on MQTT 5 with a group, plain otherwise."""
-        return link_filter(self.prefix, self._shared_group if self._mqtt5 else None)
+        return self._subscriber.filters[0][0]
 
     async def start(self) -> None:
         """Connect and subscribe; :class:`ConnectError` if that fails within the connect timeout."""
-        if self._task is not None:
-            return
-        self._task = asyncio.create_task(self._run(), name="gateway-link-listener")
-        try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                await self._subscribed.wait()
-        except TimeoutError:
-            await self.stop()
-            where = parse_mqtt_url(self.url).display
-            raise ConnectError(f"gateway link: cannot subscribe at {where}: {self.last_error}") from None
+        await self._subscriber.start()
 
     async def stop(self) -> None:
         """Stop taking envelopes; those taken are handled (and answered) first, within the drain timeout."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    def _make_client(self) -> aiomqtt.Client:
-        endpoint = parse_mqtt_url(self.url)
-        common: dict[str, Any] = {
-            "username": endpoint.username,
-            "password": endpoint.password,
-            "identifier": f"openami-hes-link-{uuid.uuid4().hex[:12]}",
-            "keepalive": DEFAULT_KEEPALIVE_S,
-            "timeout": self._connect_timeout_s,
-            "tls_context": ssl.create_default_context() if endpoint.tls else None,
-        }
-        if self._mqtt5:
-            return aiomqtt.Client(
-                endpoint.host, endpoint.port, protocol=aiomqtt.ProtocolVersion.V5, clean_start=True, **common
-            )
-        return aiomqtt.Client(
-            endpoint.host, endpoint.port, protocol=aiomqtt.ProtocolVersion.V311, clean_session=True, **common
-        )
-
-    async def _run(self) -> None:
-        delay = self.reconnect_min_s
-        while True:
-            try:
-                async with self._make_client() as client:
-                    granted = await client.subscribe(self.topic_filter, qos=QOS)
-                    if any(_is_refused(code) for code in granted):
-                        raise aiomqtt.MqttError(f"the broker refused {self.topic_filter!r} (check its ACL)")
-                    self._client = client
-                    self.stats.connects += 1
-                    self._subscribed.set()
-                    delay = self.reconnect_min_s
-                    log.info("gateway link subscribed to %s (MQTT %s)", self.topic_filter, self.mqtt_version)
-                    try:
-                        async for message in client.messages:
-                            await self._dispatch(message.topic.value, _message_bytes(message.payload))
-                    finally:
-                        await self._drain()  # what was taken is answered on this connection if it lives
-            except MqttConnectError as exc:
-                self.last_error = str(exc)
-                code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
-                if self._mqtt5 and code in _UNSUPPORTED_PROTOCOL:
-                    log.warning(
-                        "the MQTT broker at %s does not speak MQTT 5: using 3.1.1 and a plain subscription "
-                        "(every head-end worker then gets every envelope)",
-                        parse_mqtt_url(self.url).display,
-                    )
-                    self._mqtt5 = False
-                    continue
-            except aiomqtt.MqttError as exc:
-                self.last_error = str(exc) or type(exc).__name__
-            finally:
-                self._subscribed.clear()
-                self._client = None
-            pause = delay * random.uniform(0.5, 1.0)  # jitter: not every client at once after a restart
-            log.warning(
-                "gateway link: MQTT broker unavailable (%s); retrying in %.1f s", self.last_error, pause
-            )
-            await asyncio.sleep(pause)
-            delay = min(delay * 2, self.reconnect_max_s)
+        await self._subscriber.stop()
 
     # -- ordering: one queue and worker per gateway (topic) ---------------------------------------------
 
@@ -836,8 +748,7 @@ class GatewayLinkListener:
     ) -> bool:
         """Seal and publish one downlink envelope under a fresh number; False (logged) when it could not
         go out (the gateway then sends its envelope again, or asks again)."""
-        client = self._client
-        if client is None:
+        if not self._subscriber.connected:
             self.stats.downlinks_failed += 1
             log.info("gateway %s/%s: %s not sent: not connected", state.tenant, state.gateway, kind.name)
             return False
@@ -850,8 +761,8 @@ class GatewayLinkListener:
         )
         _, down = link_topics(self.prefix, state.tenant, state.gateway)
         try:
-            await client.publish(down, envelope, qos=QOS, timeout=_PUBLISH_TIMEOUT_S)
-        except aiomqtt.MqttError as exc:
+            await self._subscriber.publish(down, envelope, qos=QOS, timeout_s=_PUBLISH_TIMEOUT_S)
+        except ConnectError as exc:
             self.stats.downlinks_failed += 1
             log.warning("gateway %s/%s: %s %d not sent: %s", state.tenant, state.gateway, kind.name, seq, exc)
             return False

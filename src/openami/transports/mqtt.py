@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -58,23 +58,34 @@ def make_client(
     client_id: str | None = None,
     keepalive_s: int = DEFAULT_KEEPALIVE_S,
     persistent_session: bool = False,
+    mqtt5: bool = False,
+    timeout_s: float | None = None,
 ) -> aiomqtt.Client:
-    """An unconnected MQTT 3.1.1 client for ``url``; connect it with ``async with``.
+    """An unconnected MQTT 3.1.1 (or, with ``mqtt5``, MQTT 5) client for ``url``; connect it with
+    ``async with``.
 
     Without ``client_id`` a random ``openami-<hex>`` id is used, so two processes never kick each other
-    off the broker. ``persistent_session`` (clean_session=0) makes the broker keep subscriptions and queue
-    QoS 1 messages while we are away; it needs a stable ``client_id`` to be of any use.
+    off the broker. ``persistent_session`` (clean_session=0, or clean_start=0 on MQTT 5) makes the broker
+    keep subscriptions and queue QoS 1 messages while we are away; it needs a stable ``client_id``.
     """
     if persistent_session and client_id is None:
         raise ValueError("a persistent MQTT session needs a fixed client_id")
     endpoint = parse_mqtt_url(url)
-    return aiomqtt.Client(
-        endpoint.host,
-        endpoint.port,
-        username=endpoint.username,
-        password=endpoint.password,
-        identifier=client_id or f"openami-{uuid.uuid4().hex[:12]}",
-        clean_session=not persistent_session,
-        keepalive=keepalive_s,
-        tls_context=ssl.create_default_context() if endpoint.tls else None,
-    )
+    common: dict[str, Any] = {
+        "username": endpoint.username,
+        "password": endpoint.password,
+        "identifier": client_id or f"openami-{uuid.uuid4().hex[:12]}",
+        "keepalive": keepalive_s,
+        "tls_context": ssl.create_default_context() if endpoint.tls else None,
+    }
+    if timeout_s is not None:
+        common["timeout"] = timeout_s
+    if mqtt5:
+        return aiomqtt.Client(
+            endpoint.host,
+            endpoint.port,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=not persistent_session,
+            **common,
+        )
+    return aiomqtt.Client(endpoint.host, endpoint.port, clean_session=not persistent_session, **common)

@@ -7,6 +7,12 @@ once), fail fast at start-up when the broker cannot be reached at all (a wrong U
 process, a lost broker later should not), and finish the message being handled when stopped. This class
 does exactly that and nothing protocol-specific; while connected it also publishes (answers, downlinks)
 on the same connection.
+
+MQTT 5 (``mqtt5=True``) is for external brokers, where shared subscriptions let several head-end
+workers split the load; a broker that refuses MQTT 5 (the embedded amqtt speaks 3.1.1) is used with
+3.1.1 from then on, with a warning, and the filters are asked again for that version
+(``filters(mqtt5)``). ``on_disconnect`` runs before a connection closes (a stop or a broker loss), so a
+handler's pending answers can still go out on it.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Final
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.reasoncodes import ReasonCode
 
 from openami.transports.errors import ConnectError
@@ -29,6 +37,9 @@ log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], Awaitable[None]]
 """``handler(topic, payload)``: must not raise for a bad message (a raise is logged and costs only it)."""
+Filters = Sequence[tuple[str, int]] | Callable[[bool], Sequence[tuple[str, int]]]
+"""(topic filter, QoS) pairs, or a function of whether MQTT 5 is spoken giving them."""
+_UNSUPPORTED_PROTOCOL: Final = (1, 132)  # CONNACK: 3.1.1 "unacceptable protocol version", 5 "unsupported"
 
 
 def _refused(code: int | ReasonCode) -> bool:
@@ -45,21 +56,25 @@ class MqttSubscriber:
     def __init__(
         self,
         url: str,
-        filters: Sequence[tuple[str, int]],
+        filters: Filters,
         handler: MessageHandler,
         *,
         name: str,
         client_id: str | None = None,
+        mqtt5: bool = False,
+        on_disconnect: Callable[[], Awaitable[None]] | None = None,
         reconnect_min_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         connect_timeout_s: float = 10.0,
     ) -> None:
         parse_mqtt_url(url)  # a malformed URL fails here, not in the background
-        if not filters:
+        self._filters = filters
+        self.mqtt5 = mqtt5
+        if not self.filters:
             raise ValueError("subscribe to at least one filter")
         self.url = url
-        self.filters = list(filters)
         self.name = name
+        self._on_disconnect = on_disconnect
         self._handler = handler
         self._client_id = client_id
         self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
@@ -74,6 +89,15 @@ class MqttSubscriber:
     def connected(self) -> bool:
         """Subscribed right now (False while reconnecting)."""
         return self._subscribed.is_set()
+
+    @property
+    def filters(self) -> list[tuple[str, int]]:
+        """What is (or will be) subscribed, for the protocol version in use."""
+        return list(self._filters(self.mqtt5) if callable(self._filters) else self._filters)
+
+    @property
+    def mqtt_version(self) -> str:
+        return "5" if self.mqtt5 else "3.1.1"
 
     async def start(self) -> None:
         """Connect and subscribe; :class:`ConnectError` if that fails within the connect timeout."""
@@ -97,13 +121,14 @@ class MqttSubscriber:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    async def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
-        """Publish on the subscription's connection; :class:`ConnectError` while disconnected."""
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, timeout_s: float = 10.0) -> None:
+        """Publish on the subscription's connection; :class:`ConnectError` while disconnected or when the
+        broker does not take it within ``timeout_s``."""
         client = self._client
         if client is None or not self.connected:
             raise ConnectError(f"{self.name}: not connected to {parse_mqtt_url(self.url).display}")
         try:
-            await client.publish(topic, payload, qos=qos)
+            await client.publish(topic, payload, qos=qos, timeout=timeout_s)
         except aiomqtt.MqttError as exc:
             raise ConnectError(f"{self.name}: publish on {topic!r} failed: {exc}") from exc
 
@@ -112,7 +137,11 @@ class MqttSubscriber:
         while True:
             try:
                 async with make_client(
-                    self.url, client_id=self._client_id, persistent_session=self._client_id is not None
+                    self.url,
+                    client_id=self._client_id,
+                    persistent_session=self._client_id is not None,
+                    mqtt5=self.mqtt5,
+                    timeout_s=self._connect_timeout_s,
                 ) as client:
                     for topic_filter, qos in self.filters:
                         granted = await client.subscribe(topic_filter, qos=qos)
@@ -122,18 +151,36 @@ class MqttSubscriber:
                     self.connects += 1
                     self._subscribed.set()
                     delay = self.reconnect_min_s
-                    log.info("%s subscribed to %s", self.name, ", ".join(f for f, _ in self.filters))
-                    async for message in client.messages:
-                        await self._handle_to_completion(message)
+                    log.info(
+                        "%s subscribed to %s (MQTT %s)",
+                        self.name,
+                        ", ".join(f for f, _ in self.filters),
+                        self.mqtt_version,
+                    )
+                    try:
+                        async for message in client.messages:
+                            await self._handle_to_completion(message)
+                    finally:
+                        if self._on_disconnect is not None:
+                            await self._on_disconnect()  # pending answers go out on this connection
+            except MqttConnectError as exc:
+                self.last_error = str(exc)
+                code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+                if self.mqtt5 and code in _UNSUPPORTED_PROTOCOL:
+                    log.warning(
+                        "%s: the broker at %s does not speak MQTT 5; using 3.1.1",
+                        self.name,
+                        parse_mqtt_url(self.url).display,
+                    )
+                    self.mqtt5 = False
+                    continue
             except aiomqtt.MqttError as exc:
                 self.last_error = str(exc) or type(exc).__name__
             finally:
                 self._subscribed.clear()
                 self._client = None
             pause = delay * random.uniform(0.5, 1.0)  # jitter: not every client at once after a restart
-            log.warning(
-                "%s: MQTT broker unavailable (%s); retrying in %.1f s", self.name, self.last_error, pause
-            )
+            log.warning("%s: broker unavailable (%s); retrying in %.1f s", self.name, self.last_error, pause)
             await asyncio.sleep(pause)
             delay = min(delay * 2, self.reconnect_max_s)
 
