@@ -26,6 +26,7 @@ from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
 from openami.hes.dlms_push import DlmsPushListener
 from openami.hes.gateway_link import GatewayLinkListener
 from openami.hes.iec_collector import IecCollector
+from openami.hes.lorawan import ChirpStackListener
 from openami.hes.mbus_collector import MbusCollector
 from openami.hes.modbus_collector import ModbusCollector
 from openami.hes.mqtt_listener import MqttGatewayListener
@@ -55,6 +56,7 @@ class Platform:
     broker: EmbeddedBroker | None = None
     listener: MqttGatewayListener | None = None
     gateway_link: GatewayLinkListener | None = None
+    lorawan: ChirpStackListener | None = None
     dlms_push: DlmsPushListener | None = None
     vault: KeyVault | None = None
     collector: DlmsCollector | None = None
@@ -140,6 +142,8 @@ class Platform:
         if self.settings.gateway_link_enabled:
             await self._start_gateway_link(self.vault)
         await self._start_wmbus_receivers(wmbus)
+        if self.settings.lorawan_mqtt_url:
+            await self._start_lorawan(self.vault)
         self._build_pull(self.vault)
         if self.settings.dlms_push_enabled:
             await self._start_dlms_push(self.vault)
@@ -172,6 +176,29 @@ class Platform:
             "Gateway link envelopes by outcome.",
             "outcome",
             link.stats.outcomes,
+        )
+
+    async def _start_lorawan(self, vault: KeyVault) -> None:
+        """LoRaWAN meters through ChirpStack's MQTT integration (docs/drivers/lorawan.md)."""
+        settings = self.settings
+        url = self.mqtt_url if settings.lorawan_mqtt_url == "platform" else settings.lorawan_mqtt_url
+        lorawan = ChirpStackListener(
+            url,
+            self.bus,
+            self.engine,
+            vault,
+            topic_prefix=settings.lorawan_topic_prefix,
+            profiles=settings.lorawan_profiles,
+            on_rejected=self._keep_rejected("lorawan"),
+        )
+        await lorawan.start()
+        self.lorawan = lorawan
+        self._started.append("lorawan")
+        self.metrics.track_counters(
+            "openami_lorawan_events",
+            "ChirpStack events by outcome.",
+            "outcome",
+            lambda: _lorawan_counts(lorawan),
         )
 
     def _build_pull(self, vault: KeyVault) -> None:
@@ -264,6 +291,8 @@ class Platform:
             await self.listener.stop()
         if "gateway_link" in self._started and self.gateway_link is not None:
             await self.gateway_link.stop()
+        if "lorawan" in self._started and self.lorawan is not None:
+            await self.lorawan.stop()
         if "wmbus_receivers" in self._started:
             for receiver in self.wmbus_receivers:
                 await receiver.stop()
@@ -315,6 +344,8 @@ class Platform:
             parts["mqtt"] = "ok" if self.listener.connected else "disconnected"
         if self.gateway_link is not None:
             parts["gateway_link"] = "ok" if self.gateway_link.connected else "disconnected"
+        if self.lorawan is not None:
+            parts["lorawan"] = "ok" if self.lorawan.connected else "disconnected"
         if self.settings.dlms_push_enabled:
             parts["dlms_push"] = "ok" if "dlms_push" in self._started else "stopped"
         if self.poller is not None:
@@ -353,6 +384,16 @@ def _round_counts(poller: Poller) -> dict[str, float]:
         "overruns": poller.overruns,
         "meter_reads_ok": poller.meters_read,
         "meter_reads_failed": poller.meters_failed,
+    }
+
+
+def _lorawan_counts(lorawan: ChirpStackListener) -> dict[str, float]:
+    stats = lorawan.stats
+    return {
+        "received": stats.received,
+        "uplinks": stats.uplinks,
+        "rejected": stats.rejected,
+        "missed_frames": stats.missed_frames,
     }
 
 

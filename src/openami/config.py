@@ -61,6 +61,19 @@ class Settings(BaseSettings):
         description="MQTT 5 shared-subscription group of the gateway link on an external broker, so "
         "several head-end workers split the gateways; empty: every worker gets every envelope.",
     )
+    lorawan_mqtt_url: str = Field(
+        "",
+        description="ChirpStack v4's MQTT broker (mqtt:// or mqtts://, credentials in the URL); empty: no "
+        "LoRaWAN. 'platform' uses the platform's own broker.",
+    )
+    lorawan_topic_prefix: str = Field(
+        "", pattern=r"^[^+#]*$", description="Prefix of ChirpStack's integration topics, if it has one."
+    )
+    lorawan_profiles: dict[str, str] = Field(
+        default_factory=dict,
+        description="ChirpStack device-profile name -> payload codec, for devices whose registration "
+        'names none (e.g. {"Elvaco CMi4110": "elvaco-cmi41xx"}).',
+    )
     dlms_push_enabled: bool = True
     dlms_push_host: str = "127.0.0.1"
     dlms_push_port: int = Field(
@@ -120,6 +133,25 @@ class Settings(BaseSettings):
     def _check_mqtt(cls, value: str) -> str:
         if value != "embedded" and not value.startswith(("mqtt://", "mqtts://")):
             raise ValueError("mqtt_url must be 'embedded' or an mqtt:// URL")
+        return value
+
+    @field_validator("lorawan_mqtt_url")
+    @classmethod
+    def _check_lorawan(cls, value: str) -> str:
+        if value not in ("", "platform") and not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("lorawan_mqtt_url must be empty, 'platform' or an mqtt:// URL")
+        return value
+
+    @field_validator("lorawan_profiles")
+    @classmethod
+    def _check_profiles(cls, value: dict[str, str]) -> dict[str, str]:
+        from openami.protocols.lorawan.codecs import known
+
+        unknown = sorted(set(value.values()) - known())
+        if unknown:
+            raise ValueError(
+                f"lorawan_profiles: no codec {', '.join(unknown)} (known: {', '.join(sorted(known()))})"
+            )
         return value
 
     @field_validator("wmbus_receivers")

@@ -8,11 +8,14 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import insert, select
 
 from openami.app import Platform
+from openami.config import Settings
 from openami.hes.lorawan import ChirpStackListener
 from openami.protocols.lorawan.codecs import elvaco
 from openami.protocols.wmbus.encode import encode_telegram, make_address, number_record
@@ -127,7 +130,7 @@ async def listener(
 async def _publish(url: str, prefix: str, *events: tuple[str, bytes]) -> None:
     async with make_client(url) as client:
         for topic, payload in events:
-            await client.publish(f"{prefix}/{topic}", payload, qos=1)
+            await client.publish(f"{prefix}/{topic}" if prefix else topic, payload, qos=1)
 
 
 def _oms_payload() -> bytes:
@@ -228,3 +231,35 @@ async def test_downlinks_reach_chirpstack_s_command_topic(
         await running.send_downlink("other", WATER, 2, b"\x00")
     with pytest.raises(LookupError):
         await running.send_downlink("acme", HEAT, 2, b"\x00")  # no uplink seen yet, no address
+
+
+async def test_the_platform_runs_the_listener_from_its_settings(tmp_path: Path) -> None:
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'hes.sqlite3'}",
+        mqtt_embedded_port=0,
+        dlms_push_port=0,
+        poll_interval_s=0,
+        ingest_flush_ms=20,
+        lorawan_mqtt_url="platform",
+        lorawan_profiles={"DME HYDRUS OMS": "oms"},
+    )
+    platform = Platform.build(settings)
+    await platform.start()
+    try:
+        _register(platform)
+        assert platform.lorawan is not None and platform.health()["lorawan"] == "ok"
+        await _publish(platform.mqtt_url, "", uplink(HEAT, "Elvaco CMi4110", STANDARD, f_cnt=1, time=T0))
+        lorawan = platform.lorawan
+        await until(lambda: lorawan.stats.uplinks == 1)
+        await platform.settle()
+        assert _stored(platform, "H-100", "energy") == [(T0, 12_345_000)]
+    finally:
+        await platform.stop()
+
+
+def test_lorawan_settings_are_checked_at_load() -> None:
+    with pytest.raises(ValidationError, match="no codec"):
+        Settings(lorawan_profiles={"X": "no-such-codec"})
+    with pytest.raises(ValidationError, match="lorawan_mqtt_url"):
+        Settings(lorawan_mqtt_url="http://chirpstack")
