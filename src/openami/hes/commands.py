@@ -25,8 +25,9 @@ from sqlalchemy import Engine, insert, select, update
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError
 from openami.drivers.dlms.firmware import upgrade_firmware
-from openami.hes.dlms_session import DlmsSessions
+from openami.hes.dlms_session import FEP_WAIT_S, DlmsSessions
 from openami.hes.dlms_targets import DlmsTarget, load_targets
+from openami.hes.fep import FrontEndProcessor
 from openami.protocols.dlms.obis import Obis
 from openami.protocols.dlms.xdlms import CosemAttribute
 from openami.security.audit import AuditLog
@@ -66,7 +67,11 @@ class CommandFailed(Exception):
 
 
 class CommandService:
-    """Runs commands against the meters of the key vault's tenants; see the module docstring."""
+    """Runs commands against the meters of the key vault's tenants; see the module docstring.
+
+    ``fep``: the front-end processor through which meters addressed ``fep://`` / ``fep+hdlc://`` are
+    reached, waiting at most ``fep_wait_s`` while a read of the same device holds its connection.
+    """
 
     def __init__(
         self,
@@ -77,10 +82,12 @@ class CommandService:
         timeout_s: float = 10.0,
         audit: AuditLog | None = None,
         now: Callable[[], datetime] = _utcnow,
+        fep: FrontEndProcessor | None = None,
+        fep_wait_s: float = FEP_WAIT_S,
     ) -> None:
         self._engine = engine
         self._vault = vault
-        self._sessions = DlmsSessions(engine, client_system_title, timeout_s)
+        self._sessions = DlmsSessions(engine, client_system_title, timeout_s, fep=fep, fep_wait_s=fep_wait_s)
         self._audit = audit or AuditLog()
         self._now = now
 

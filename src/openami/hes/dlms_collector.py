@@ -34,8 +34,9 @@ from openami.bus.messages import MeterEvent, Series
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError, DlmsProtocolError
 from openami.drivers.dlms.events import EVENT_LOGS, read_event_log
-from openami.hes.dlms_session import DlmsSessions
+from openami.hes.dlms_session import FEP_WAIT_S, DlmsSessions
 from openami.hes.dlms_targets import DlmsTarget, load_targets
+from openami.hes.fep import FrontEndProcessor
 from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
 from openami.protocols.dlms.axdr import DataType
 from openami.protocols.dlms.obis import Obis
@@ -66,6 +67,8 @@ class CollectorOptions:
     backfill: timedelta = timedelta(days=7)
     max_span: timedelta = timedelta(days=10)
     read_events: bool = True
+    fep_wait_s: float = FEP_WAIT_S
+    """Longest wait for a ``fep://`` meter's connection while another session of its device runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +132,11 @@ async def _scaler_unit(client: DlmsClient, obis: Obis, class_id: int) -> tuple[i
 
 
 class DlmsCollector:
-    """Runs collection rounds over DLMS meters; see the module docstring."""
+    """Runs collection rounds over DLMS meters; see the module docstring.
+
+    ``fep``: the front-end processor through which meters addressed ``fep://`` / ``fep+hdlc://`` are
+    read (without one they fail as unreachable).
+    """
 
     def __init__(
         self,
@@ -138,13 +145,20 @@ class DlmsCollector:
         options: CollectorOptions | None = None,
         *,
         now: Callable[[], datetime] = _utcnow,
+        fep: FrontEndProcessor | None = None,
     ) -> None:
         self._engine = engine
         self._bus = bus
         self.options = options or CollectorOptions()
         self._now = now
         self._layouts: dict[int, ProfileLayout] = {}
-        self._sessions = DlmsSessions(engine, self.options.client_system_title, self.options.timeout_s)
+        self._sessions = DlmsSessions(
+            engine,
+            self.options.client_system_title,
+            self.options.timeout_s,
+            fep=fep,
+            fep_wait_s=self.options.fep_wait_s,
+        )
 
     async def collect_all(self, vault: KeyVault) -> RoundReport:
         """One round over every DLMS meter on record (the list is read again each round)."""

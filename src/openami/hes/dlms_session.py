@@ -4,6 +4,12 @@ Kept apart from the collector because commands (disconnect, clock, firmware) ope
 HLS-GMAC with every APDU glo-ciphered when the meter has keys (the production setting), LLS with its
 password, or the public client without security. Ciphered sessions take their invocation counters from
 the store (:mod:`openami.hes.dlms_counters`), so a meter never sees one twice.
+
+A target whose address is ``fep://`` or ``fep+hdlc://`` is not dialled: the session borrows the
+connection the device holds at the front-end processor (:mod:`openami.hes.fep`), waiting at most
+``fep_wait_s`` while another session uses it, and gives it back at the end. A device that holds no
+connection (or stays busy) fails the session with
+:class:`~openami.drivers.dlms.errors.DlmsUnreachable`, as a meter that does not answer a dial does.
 """
 
 from __future__ import annotations
@@ -16,9 +22,11 @@ from typing import Final
 from sqlalchemy import Engine
 
 from openami.drivers.dlms.client import DlmsClient
-from openami.drivers.dlms.errors import DlmsAuthFailed
+from openami.drivers.dlms.errors import DlmsAuthFailed, DlmsUnreachable
+from openami.drivers.dlms.transport import ByteReader, ByteWriter
 from openami.hes.dlms_counters import CounterStore
 from openami.hes.dlms_targets import DlmsTarget
+from openami.hes.fep import FepLine, FepUnavailable, FrontEndProcessor
 from openami.protocols.dlms.acse import Mechanism
 from openami.protocols.dlms.association import ClientAssociation
 from openami.protocols.dlms.security import SecurityControl
@@ -26,6 +34,8 @@ from openami.protocols.dlms.security import SecurityControl
 __all__ = ["DlmsSessions", "association_for"]
 
 _CIPHERED: Final = SecurityControl(suite=0, authenticated=True, encrypted=True)
+FEP_WAIT_S: Final = 30.0
+"""Default longest wait for a device's FEP connection while another session of it runs."""
 
 
 def association_for(
@@ -58,11 +68,25 @@ def association_for(
 
 
 class DlmsSessions:
-    """Opens sessions as this head-end (``client_system_title``), with persisted invocation counters."""
+    """Opens sessions as this head-end (``client_system_title``), with persisted invocation counters.
 
-    def __init__(self, engine: Engine, client_system_title: bytes, timeout_s: float) -> None:
+    ``fep``: the front-end processor holding the connections of ``fep://`` targets (None: such targets
+    fail as unreachable).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        client_system_title: bytes,
+        timeout_s: float,
+        *,
+        fep: FrontEndProcessor | None = None,
+        fep_wait_s: float = FEP_WAIT_S,
+    ) -> None:
         self.client_system_title = client_system_title
         self.timeout_s = timeout_s
+        self.fep = fep
+        self.fep_wait_s = fep_wait_s
         self._counters = CounterStore(engine)
 
     @contextlib.asynccontextmanager
@@ -76,19 +100,22 @@ class DlmsSessions:
                 self._counters.reserve, target.tenant_id, target.meter_id, self.client_system_title
             )
         association = association_for(target, self.client_system_title, start)
-        if endpoint.framing == "hdlc":
-            client = DlmsClient.hdlc_tcp(
-                endpoint.host,
-                endpoint.port,
-                association,
-                server_address=endpoint.physical_address,
-                timeout=self.timeout_s,
-            )
-        else:
-            client = DlmsClient(endpoint.host, endpoint.port, association, timeout=self.timeout_s)
         try:
-            async with client:
-                yield client
+            async with contextlib.AsyncExitStack() as stack:
+                if endpoint.via == "fep":
+                    line = await self._borrow(stack, target)
+                    client = self._fep_client(target, association, line)
+                elif endpoint.framing == "hdlc":
+                    client = DlmsClient.hdlc_tcp(
+                        endpoint.host,
+                        endpoint.port,
+                        association,
+                        server_address=endpoint.physical_address,
+                        timeout=self.timeout_s,
+                    )
+                else:
+                    client = DlmsClient(endpoint.host, endpoint.port, association, timeout=self.timeout_s)
+                yield await stack.enter_async_context(client)
         finally:
             if ciphered:
                 await asyncio.to_thread(
@@ -98,3 +125,32 @@ class DlmsSessions:
                     start,
                     association.last_invocation_counter,
                 )
+
+    async def _borrow(self, stack: contextlib.AsyncExitStack, target: DlmsTarget) -> FepLine:
+        """The device's FEP connection, lent until ``stack`` closes; :class:`DlmsUnreachable` when the
+        device holds none here or it stays busy."""
+        ident = target.endpoint.host
+        if self.fep is None:
+            raise DlmsUnreachable(f"{target.serial}: fep://{ident}: no front-end processor is running")
+        try:
+            return await stack.enter_async_context(
+                self.fep.lend(ident, self.fep_wait_s, tenant_id=target.tenant_id)
+            )
+        except FepUnavailable as exc:
+            raise DlmsUnreachable(f"{target.serial}: {exc}") from exc
+
+    def _fep_client(self, target: DlmsTarget, association: ClientAssociation, line: FepLine) -> DlmsClient:
+        endpoint = target.endpoint
+
+        async def opener() -> tuple[ByteReader, ByteWriter]:
+            return line, line
+
+        if endpoint.framing == "hdlc":
+            return DlmsClient.hdlc_stream(
+                opener,
+                association,
+                peer=line.peer,
+                server_address=endpoint.physical_address,
+                timeout=self.timeout_s,
+            )
+        return DlmsClient.wrapper_stream(opener, association, peer=line.peer, timeout=self.timeout_s)

@@ -6,7 +6,14 @@ A meter is read by the HES when its ``protocol`` is ``dlms``, it is active, and 
 ``tcp://host:port``
     the IEC 62056-47 wrapper over TCP, the usual IP meter;
 ``hdlc+tcp://host:port``
-    HDLC frames over TCP, as terminal servers and concentrators carry them.
+    HDLC frames over TCP, as terminal servers and concentrators carry them;
+``fep://<ident>``
+    the wrapper over the connection the device identified as ``ident`` opened to the head-end's
+    front-end processor (:mod:`openami.hes.fep`): cellular modems and meters the head-end cannot dial;
+``fep+hdlc://<ident>``
+    HDLC frames over such a connection (a modem in transparent mode in front of an HDLC meter).
+
+The ident is taken as written (case kept, ``%xx`` decoded), up to 64 characters.
 
 Optional query parameters set the association: ``client`` (client SAP, default 1, the management
 client), ``server`` (logical device, default 1), ``physical`` (HDLC physical address, default 16 + 0),
@@ -18,19 +25,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final, Literal
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import Engine
 
 from openami.hes.targets import meter_rows
 from openami.security.keyvault import KeyVault, MeterSecrets
 
-__all__ = ["DLMS_PROTOCOL", "AddressError", "DlmsEndpoint", "DlmsTarget", "load_targets", "parse_address"]
+__all__ = [
+    "DLMS_PROTOCOL",
+    "AddressError",
+    "DlmsEndpoint",
+    "DlmsTarget",
+    "Via",
+    "load_targets",
+    "parse_address",
+]
 
 DLMS_PROTOCOL: Final = "dlms"
 Framing = Literal["wrapper", "hdlc"]
 Auth = Literal["hls", "lls", "none"]
-_SCHEMES: Final[dict[str, Framing]] = {"tcp": "wrapper", "hdlc+tcp": "hdlc"}
+Via = Literal["tcp", "fep"]
+_SCHEMES: Final[dict[str, tuple[Framing, Via]]] = {
+    "tcp": ("wrapper", "tcp"),
+    "hdlc+tcp": ("hdlc", "tcp"),
+    "fep": ("wrapper", "fep"),
+    "fep+hdlc": ("hdlc", "fep"),
+}
+_MAX_IDENT: Final = 64
 _AUTHS: Final[frozenset[str]] = frozenset({"hls", "lls", "none"})
 
 
@@ -40,7 +62,11 @@ class AddressError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class DlmsEndpoint:
-    """Where and how to open a session: parsed from a communication device's address."""
+    """Where and how to open a session: parsed from a communication device's address.
+
+    ``via`` ``"fep"``: over a connection held by the front-end processor; ``host`` is then the device's
+    ident and ``port`` 0.
+    """
 
     framing: Framing
     host: str
@@ -49,6 +75,7 @@ class DlmsEndpoint:
     server_sap: int = 1
     physical_address: int = 16
     auth: Auth = "hls"
+    via: Via = "tcp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +106,20 @@ def _int_param(params: dict[str, list[str]], name: str, default: int, limit: int
 def parse_address(address: str) -> DlmsEndpoint:
     """The endpoint named by ``address`` (see the module docstring); :class:`AddressError` otherwise."""
     parts = urlsplit(address.strip())
-    framing = _SCHEMES.get(parts.scheme)
-    if framing is None:
+    scheme = _SCHEMES.get(parts.scheme)
+    if scheme is None:
         raise AddressError(f"{address!r}: scheme must be one of {', '.join(_SCHEMES)}")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError as exc:
-        raise AddressError(f"{address!r}: {exc}") from None
-    if not host or port is None:
-        raise AddressError(f"{address!r}: host and port are required")
+    framing, via = scheme
+    if via == "fep":
+        host, port = _fep_ident(address, parts.netloc, parts.path), 0
+    else:
+        try:
+            found_host, found_port = parts.hostname, parts.port
+        except ValueError as exc:
+            raise AddressError(f"{address!r}: {exc}") from None
+        if not found_host or found_port is None:
+            raise AddressError(f"{address!r}: host and port are required")
+        host, port = found_host, found_port
     params = parse_qs(parts.query)
     auth = (params.get("auth") or ["hls"])[-1]
     if auth not in _AUTHS:
@@ -100,7 +132,20 @@ def parse_address(address: str) -> DlmsEndpoint:
         server_sap=_int_param(params, "server", 1, 0x3FFF),
         physical_address=_int_param(params, "physical", 16, 0x3FFF),
         auth=auth,  # type: ignore[arg-type]  # checked against _AUTHS above
+        via=via,
     )
+
+
+def _fep_ident(address: str, netloc: str, path: str) -> str:
+    """The device ident of a ``fep://`` address, as written (``urlsplit`` lowercases a hostname)."""
+    if path not in ("", "/"):
+        raise AddressError(f"{address!r}: a fep address names a device ident only, no path")
+    ident = unquote(netloc)
+    if not ident:
+        raise AddressError(f"{address!r}: the device ident is missing")
+    if len(ident) > _MAX_IDENT or not ident.isprintable() or any(c.isspace() for c in ident):
+        raise AddressError(f"{address!r}: the ident must be 1..{_MAX_IDENT} printable characters, no spaces")
+    return ident
 
 
 def load_targets(

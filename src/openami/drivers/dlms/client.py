@@ -3,9 +3,11 @@
 The protocol work (association, ciphering, replay checks, datablocks) is the sans-IO
 :class:`~openami.protocols.dlms.association.ClientAssociation`; this class only moves its bytes through a
 :mod:`~openami.drivers.dlms.transport` (the IEC 62056-47 wrapper by default, HDLC with
-:meth:`DlmsClient.hdlc_tcp` and :meth:`DlmsClient.serial`), bounds every wait by a time-out and translates
-failures into the driver errors of :mod:`openami.drivers.dlms.errors`. A failed exchange closes the
-connection: after a time-out or a broken frame, which answer belongs to which request can no longer be known.
+:meth:`DlmsClient.hdlc_tcp` and :meth:`DlmsClient.serial`; either over a stream opened elsewhere with
+:meth:`DlmsClient.wrapper_stream` and :meth:`DlmsClient.hdlc_stream`), bounds every wait by a time-out
+and translates failures into the driver errors of :mod:`openami.drivers.dlms.errors`. A failed exchange
+closes the connection: after a time-out or a broken frame, which answer belongs to which request can no
+longer be known.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from openami.drivers.dlms.transport import (
     ByteReader,
     ByteWriter,
     HdlcTransport,
+    Opener,
     Transport,
+    WrapperStreamTransport,
     WrapperTransport,
     open_serial,
     serial_speed,
@@ -167,6 +171,45 @@ class DlmsClient:
         transport = HdlcTransport(connect, link, path, retries=retries)
         return cls(
             path, 0, association, timeout=timeout, connect_timeout=connect_timeout, transport=transport
+        )
+
+    @classmethod
+    def wrapper_stream(
+        cls,
+        opener: Opener,
+        association: ClientAssociation,
+        *,
+        peer: str,
+        timeout: float = 10.0,
+        connect_timeout: float | None = None,
+    ) -> DlmsClient:
+        """A session in IEC 62056-47 wrapper frames over the byte stream ``opener`` returns (a connection
+        the device opened to the head-end, say); ``peer`` names it in messages (``host``; ``port`` is 0)."""
+        transport = WrapperStreamTransport(opener, association.client_sap, association.server_sap, peer)
+        return cls(
+            peer, 0, association, timeout=timeout, connect_timeout=connect_timeout, transport=transport
+        )
+
+    @classmethod
+    def hdlc_stream(
+        cls,
+        opener: Opener,
+        association: ClientAssociation,
+        *,
+        peer: str,
+        server_address: HdlcAddress | int,
+        client_address: int | None = None,
+        parameters: HdlcParameters | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float | None = None,
+        retries: int = 0,
+    ) -> DlmsClient:
+        """A session in HDLC frames over the byte stream ``opener`` returns; the addresses and
+        ``parameters`` are as for :meth:`hdlc_tcp`, ``peer`` names the stream in messages."""
+        link = _client_link(association, server_address, client_address, parameters)
+        transport = HdlcTransport(opener, link, peer, retries=retries)
+        return cls(
+            peer, 0, association, timeout=timeout, connect_timeout=connect_timeout, transport=transport
         )
 
     async def __aenter__(self) -> DlmsClient:

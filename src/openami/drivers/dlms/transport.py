@@ -8,6 +8,8 @@ doubles how long a dead meter holds a collection slot.
 
 - :class:`WrapperTransport`: IEC 62056-47 over TCP, the head-end's bulk path. Its :meth:`exchange` is
   the hot path of every read: a write, and a wait for the frame the socket's protocol has parsed.
+- :class:`WrapperStreamTransport`: the same wrapper over any byte stream an opener gives, such as a
+  connection a cellular modem opened to the head-end's front-end processor (:mod:`openami.hes.fep`).
 - :class:`HdlcTransport`: the sans-IO :class:`~openami.protocols.dlms.hdlc_link.HdlcClientLink` over any
   byte stream: a TCP connection to a terminal server or concentrator (``asyncio.open_connection``), or a
   serial line (:func:`open_serial`).
@@ -43,7 +45,9 @@ __all__ = [
     "ByteWriter",
     "FdStream",
     "HdlcTransport",
+    "Opener",
     "Transport",
+    "WrapperStreamTransport",
     "WrapperTransport",
     "configure_serial",
     "open_serial",
@@ -186,6 +190,66 @@ class WrapperTransport:
 
 Opener = Callable[[], Awaitable[tuple[ByteReader, ByteWriter]]]
 """Opens the byte stream under the link: ``asyncio.open_connection`` or :func:`open_serial`."""
+
+
+class WrapperStreamTransport:
+    """IEC 62056-47 over a byte stream from ``opener`` (any :class:`ByteReader` / :class:`ByteWriter`).
+
+    What :class:`WrapperTransport` does over its own socket, for streams someone else opened: a
+    connection a device opened to the head-end and lends for a session, or a test pipe. Frames queued
+    before a request is written cannot be its answer and are dropped; :meth:`abort` closes the writer
+    (which for a lent connection means handing it back, not necessarily closing a socket).
+    """
+
+    def __init__(self, opener: Opener, client_sap: int, server_sap: int, peer: str) -> None:
+        self.peer = peer
+        self.client_sap, self.server_sap = client_sap, server_sap
+        self._opener = opener
+        self._reader: ByteReader | None = None
+        self._writer: ByteWriter | None = None
+        self._parser = WrapperStreamParser()
+        self._frames: deque[WrapperFrame] = deque()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None
+
+    async def open(self, connect_s: float, answer_s: float) -> None:
+        async with asyncio.timeout(connect_s):
+            self._reader, self._writer = await self._opener()
+        self._parser.reset()
+        self._frames.clear()
+
+    async def exchange(self, apdu: bytes, answer_s: float) -> bytes:
+        """Send one APDU and wait for the next frame; one from another association is refused."""
+        reader, writer = self._reader, self._writer
+        if reader is None or writer is None:
+            raise DlmsUnreachable(f"not connected to {self.peer}")
+        frames = self._frames
+        frames.clear()
+        async with asyncio.timeout(answer_s):
+            writer.write(encode_wrapper(WrapperFrame(self.client_sap, self.server_sap, apdu)))
+            await writer.drain()
+            while not frames:
+                data = await reader.read(_READ_SIZE)
+                if not data:
+                    raise ConnectionResetError(f"{self.peer} closed the connection")
+                frames.extend(self._parser.feed(data))
+        frame = frames.popleft()
+        if (frame.source, frame.destination) != (self.server_sap, self.client_sap):
+            raise DlmsProtocolError(
+                f"frame from wPort {frame.source} to {frame.destination}: not our association"
+            )
+        return frame.apdu
+
+    async def close(self, answer_s: float) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        self._frames.clear()
+        if writer is not None:
+            writer.close()
 
 
 class HdlcTransport:
