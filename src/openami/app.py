@@ -24,6 +24,7 @@ from openami.config import Settings
 from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
 from openami.hes.dlms_push import DlmsPushListener
+from openami.hes.fep import DEFAULT_IDENT_PATTERN, FrontEndProcessor
 from openami.hes.gateway_link import GatewayLinkListener
 from openami.hes.iec_collector import IecCollector
 from openami.hes.lorawan import ChirpStackListener
@@ -57,6 +58,7 @@ class Platform:
     listener: MqttGatewayListener | None = None
     gateway_link: GatewayLinkListener | None = None
     lorawan: ChirpStackListener | None = None
+    fep: FrontEndProcessor | None = None
     dlms_push: DlmsPushListener | None = None
     vault: KeyVault | None = None
     collector: DlmsCollector | None = None
@@ -144,6 +146,8 @@ class Platform:
         await self._start_wmbus_receivers(wmbus)
         if self.settings.lorawan_mqtt_url:
             await self._start_lorawan(self.vault)
+        if self.settings.fep_enabled:
+            await self._start_fep()
         self._build_pull(self.vault)
         if self.settings.dlms_push_enabled:
             await self._start_dlms_push(self.vault)
@@ -201,6 +205,29 @@ class Platform:
             lambda: _lorawan_counts(lorawan),
         )
 
+    async def _start_fep(self) -> None:
+        """The front-end processor: cellular devices connect out and their connections are lent to the
+        DLMS collector and the command service (docs/operations/fep.md)."""
+        settings = self.settings
+        fep = FrontEndProcessor(
+            settings.fep_host,
+            settings.fep_port,
+            self.engine,
+            allow=settings.fep_allow,
+            identify_timeout_s=settings.fep_identify_timeout_s,
+            ident_pattern=settings.fep_ident_pattern or DEFAULT_IDENT_PATTERN,
+            max_connections=settings.fep_max_connections,
+            max_per_device=settings.fep_max_per_device,
+            idle_timeout_s=settings.fep_idle_timeout_s,
+        )
+        await fep.start()
+        self.fep = fep
+        self._started.append("fep")
+        metrics = self.metrics
+        metrics.track_counters("openami_fep_connections", "FEP connections.", "outcome", fep.stats.outcomes)
+        metrics.track_counters("openami_fep_sessions", "FEP lends.", "outcome", fep.stats.sessions)
+        metrics.track_gauges("openami_fep_held", "FEP connections now.", "state", fep.stats.gauges)
+
     def _build_pull(self, vault: KeyVault) -> None:
         """The DLMS, Modbus, M-Bus, IEC 62056-21 and P1/SML collectors and the command service (always),
         and the poller when polling is on."""
@@ -212,10 +239,16 @@ class Platform:
             concurrency=settings.poll_concurrency,
             clock_threshold=timedelta(seconds=settings.dlms_clock_threshold_s),
             backfill=timedelta(days=settings.dlms_backfill_days),
+            fep_wait_s=settings.fep_lend_wait_s,
         )
-        self.collector = DlmsCollector(self.engine, self.bus, options)
+        self.collector = DlmsCollector(self.engine, self.bus, options, fep=self.fep)
         self.commands = CommandService(
-            self.engine, vault, client_system_title=title, timeout_s=settings.dlms_timeout_s
+            self.engine,
+            vault,
+            client_system_title=title,
+            timeout_s=settings.dlms_timeout_s,
+            fep=self.fep,
+            fep_wait_s=settings.fep_lend_wait_s,
         )
         self.modbus = ModbusCollector(self.engine, self.bus, concurrency=settings.poll_concurrency)
         self.mbus = MbusCollector(self.engine, self.bus)
@@ -287,6 +320,8 @@ class Platform:
         """Reverse order: stop intake first, then flush what was accepted, then close the pipes."""
         if "poller" in self._started and self.poller is not None:
             await self.poller.stop()
+        if "fep" in self._started and self.fep is not None:
+            await self.fep.stop()
         if "listener" in self._started and self.listener is not None:
             await self.listener.stop()
         if "gateway_link" in self._started and self.gateway_link is not None:
@@ -346,6 +381,8 @@ class Platform:
             parts["gateway_link"] = "ok" if self.gateway_link.connected else "disconnected"
         if self.lorawan is not None:
             parts["lorawan"] = "ok" if self.lorawan.connected else "disconnected"
+        if self.settings.fep_enabled:
+            parts["fep"] = "ok" if "fep" in self._started else "stopped"
         if self.settings.dlms_push_enabled:
             parts["dlms_push"] = "ok" if "dlms_push" in self._started else "stopped"
         if self.poller is not None:

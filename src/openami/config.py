@@ -74,6 +74,26 @@ class Settings(BaseSettings):
         description="ChirpStack device-profile name -> payload codec, for devices whose registration "
         'names none (e.g. {"Elvaco CMi4110": "elvaco-cmi41xx"}).',
     )
+    fep_enabled: bool = Field(
+        False, description="Accept cellular devices that connect out (docs/operations/fep.md)."
+    )
+    fep_host: str = Field("127.0.0.1", description="Where the FEP listens; empty: every interface.")
+    fep_port: int = Field(4060, ge=0, le=65535, description="The FEP's TCP port; 0 picks one.")
+    fep_allow: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0"],
+        description="Networks devices may connect from (CIDR, IPv4 and IPv6); others are closed at once.",
+    )
+    fep_identify_timeout_s: float = Field(10.0, gt=0, le=300, description="Longest wait for the ident line.")
+    fep_ident_pattern: str = Field(
+        "",
+        description="Regex with a group 'ident' for the identification line; empty: ID:<ident> or <ident>.",
+    )
+    fep_max_connections: int = Field(10_000, ge=1, le=1_000_000)
+    fep_max_per_device: int = Field(1, ge=1, le=64, description="Held connections per device; newest wins.")
+    fep_idle_timeout_s: float | None = Field(None, gt=0, description="Close connections silent this long.")
+    fep_lend_wait_s: float = Field(
+        30.0, ge=0, le=3600, description="Longest a read or command waits for a device's held connection."
+    )
     dlms_push_enabled: bool = True
     dlms_push_host: str = "127.0.0.1"
     dlms_push_port: int = Field(
@@ -152,6 +172,23 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"lorawan_profiles: no codec {', '.join(unknown)} (known: {', '.join(sorted(known()))})"
             )
+        return value
+
+    @field_validator("fep_allow")
+    @classmethod
+    def _check_fep_allow(cls, value: list[str]) -> list[str]:
+        from openami.hes.fep import parse_allow_list
+
+        parse_allow_list(value)  # ValueError: empty list, malformed network, host bits set
+        return value
+
+    @field_validator("fep_ident_pattern")
+    @classmethod
+    def _check_fep_pattern(cls, value: str) -> str:
+        if value:
+            from openami.hes.fep import compile_ident_pattern
+
+            compile_ident_pattern(value)  # needs a group named 'ident'
         return value
 
     @field_validator("wmbus_receivers")

@@ -13,12 +13,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import insert, select
 
 from openami.app import Platform
+from openami.config import Settings
 from openami.drivers.dlms.errors import DlmsUnreachable
 from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
@@ -637,3 +640,39 @@ async def test_ipv6_peers_are_checked_against_ipv6_networks(platform: Platform, 
                 await _closed_by_fep(reader)
                 assert fep.stats.refused_address == 1
             writer.close()
+
+
+async def test_the_platform_runs_the_fep_from_its_settings(
+    tmp_path: Path, make_modem: ModemFactory, clock: Clock
+) -> None:
+    """``fep_enabled``: the platform's FEP holds the modem and its own DLMS collector reads through it."""
+    settings = Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 'hes.sqlite3'}",
+        mqtt_embedded_port=0,
+        dlms_push_port=0,
+        poll_interval_s=0,
+        ingest_flush_ms=20,
+        fep_enabled=True,
+        fep_port=0,
+        fep_allow=["127.0.0.0/8"],
+        dlms_client_system_title=CLIENT_TITLE.hex(),
+    )
+    running = Platform.build(settings)
+    await running.start()
+    try:
+        assert running.fep is not None and running.health()["fep"] == "ok"
+        sims = build_meters(1, seed=5, now=clock, strict_counters=True)
+        _register(running, _tenant(running, "cell"), sims)
+        modem = await make_modem(running.fep, sims[0])
+        await _connected(running.fep, modem)
+        assert running.collector is not None and running.vault is not None
+        targets, _ = load_targets(running.engine, running.vault)
+        report = await running.collector.collect(targets)
+        assert report.succeeded == 1, report.errors
+        metrics = running.metrics.exposition()[0].decode()
+        assert 'openami_fep_held{state="active"} 1.0' in metrics
+    finally:
+        await running.stop()
+    with pytest.raises(ValidationError, match="fep_allow"):
+        Settings(fep_allow=["10.0.0.1/8"])

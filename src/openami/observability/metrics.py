@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -23,6 +23,19 @@ class _CallbackCounters(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self._name, self._doc, labels=[self._label])
+        for key, value in self._read().items():
+            family.add_metric([key], value)
+        yield family
+
+
+class _CallbackGauges(Collector):
+    """Gauges owned by another object (connections held, sessions in use), read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, float]]):
+        self._name, self._doc, self._label, self._read = name, documentation, label, read
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self._name, self._doc, labels=[self._label])
         for key, value in self._read().items():
             family.add_metric([key], value)
         yield family
@@ -62,6 +75,12 @@ class Metrics:
     ) -> None:
         """Expose ``read()`` (label value -> running total) as the counter ``name``."""
         self.registry.register(_CallbackCounters(name, documentation, label, read))
+
+    def track_gauges(
+        self, name: str, documentation: str, label: str, read: Callable[[], Mapping[str, float]]
+    ) -> None:
+        """Expose ``read()`` (label value -> current value) as the gauge ``name``."""
+        self.registry.register(_CallbackGauges(name, documentation, label, read))
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition format and its content type, for GET /metrics."""
