@@ -19,8 +19,9 @@ from openami.bus.base import SubscribeOptions
 from openami.bus.memory import MemoryBus
 from openami.bus.messages import ReadingBatch
 from openami.drivers.mqtt_json import encode_uplink, uplink_to_batch, uplink_topic
-from openami.hes.mqtt_listener import MqttGatewayListener, split_batch
+from openami.hes.mqtt_listener import MqttGatewayListener
 from openami.hes.rejected import MAX_REJECTED_PAYLOAD, RejectedMessage
+from openami.hes.uplinks import split_batch
 from openami.simulator.consumption import Medium
 from openami.simulator.gateway import CHANNELS, SimMeter, VirtualGateway
 from openami.transports.errors import ConnectError

@@ -83,8 +83,8 @@ from openami.hes.gateway_link_store import (
     LinkState,
     UnknownGateway,
 )
-from openami.hes.mqtt_listener import MAX_BUS_MESSAGE_BYTES, split_batch
 from openami.hes.rejected import RejectedHandler, hand_over
+from openami.hes.uplinks import MAX_BUS_MESSAGE_BYTES, split_batch
 from openami.protocols.edge import (
     Compression,
     Direction,

@@ -21,32 +21,33 @@ de-duplication above makes safe.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from openami.bus.base import Bus, BusError
-from openami.bus.messages import ReadingBatch, readings_subject
+from openami.bus.messages import ReadingBatch
 from openami.drivers.mqtt_json import (
-    DRIVER_SPEC,
     UPLINK_QOS,
     GatewayPayloadError,
-    parse_uplink,
     parse_uplink_topic,
     uplink_filter,
-    uplink_to_batch,
 )
 from openami.drivers.mqtt_json.topics import WMBUS_LEAF
 from openami.hes.rejected import RejectedHandler, hand_over
+from openami.hes.uplinks import (
+    MAX_BUS_MESSAGE_BYTES,
+    decode_json_uplink,
+    message_id,
+    publish_parts,
+    split_batch,
+)
 from openami.hes.wmbus_ingest import WmbusIngest
 from openami.transports.mqtt_subscriber import MqttSubscriber
 
 log = logging.getLogger(__name__)
 
 """How much of a rejected payload is kept for the dead-letter record."""
-MAX_BUS_MESSAGE_BYTES = 1_000_000
-"""Largest bus message we publish: under the 1 MiB NATS default (and MemoryBus limit), with header room."""
 
 
 @dataclass
@@ -58,49 +59,6 @@ class ListenerStats:
     rejected: int = 0
     readings: int = 0
     events: int = 0
-
-
-def message_id(tenant: str, gateway: str, seq: int | None, payload: bytes) -> str:
-    """Bus de-duplication id of an uplink: its gateway sequence number, else the payload's content.
-
-    Each bus message of the uplink appends ``#<part>`` (see :func:`split_batch`).
-    """
-    if seq is not None:
-        return f"{DRIVER_SPEC.name}:{tenant}:{gateway}:{seq}"
-    return f"{DRIVER_SPEC.name}:{tenant}:{gateway}:sha256:{hashlib.sha256(payload).hexdigest()[:32]}"
-
-
-def split_batch(batch: ReadingBatch, max_bytes: int = MAX_BUS_MESSAGE_BYTES) -> list[bytes]:
-    """Serialise a batch as one or more bus messages of at most ``max_bytes`` each.
-
-    A gateway message may carry up to 200,000 readings (several MB as JSON) while bus messages are capped
-    at about 1 MiB. The batch is halved until the parts fit: its items (series, then events) first, and a
-    lone series by its points. Splitting is deterministic, so a retransmitted uplink gives the same parts
-    and the same per-part message ids. A single point or event is returned as is, whatever its size.
-    """
-    data = batch.to_bytes()
-    halves = _halves(batch) if len(data) > max_bytes else None
-    if halves is None:
-        return [data]
-    return [part for half in halves for part in split_batch(half, max_bytes)]
-
-
-def _halves(batch: ReadingBatch) -> tuple[ReadingBatch, ReadingBatch] | None:
-    series, events = batch.series, batch.events
-    items = len(series) + len(events)
-    if items > 1:
-        cut = items // 2  # index into series followed by events
-        first = {"series": series[:cut], "events": events[: max(0, cut - len(series))]}
-        second = {"series": series[cut:], "events": events[max(0, cut - len(series)) :]}
-        return batch.model_copy(update=first), batch.model_copy(update=second)
-    if series and len(series[0].points) > 1:
-        points = series[0].points
-        middle = len(points) // 2
-        return (
-            batch.model_copy(update={"series": [series[0].model_copy(update={"points": points[:middle]})]}),
-            batch.model_copy(update={"series": [series[0].model_copy(update={"points": points[middle:]})]}),
-        )
-    return None
 
 
 class MqttGatewayListener:
@@ -167,14 +125,6 @@ class MqttGatewayListener:
         """Disconnect; a message being handled is finished (and reaches the bus) first."""
         await self._subscriber.stop()
 
-    def _decode(
-        self, tenant: str, gateway: str, payload: bytes, received_at: datetime
-    ) -> tuple[int | None, ReadingBatch, list[bytes]]:
-        """The uplink's sequence number, its batch, and the batch as bus messages."""
-        uplink = parse_uplink(payload)
-        batch = uplink_to_batch(tenant, gateway, uplink, received_at)
-        return uplink.seq, batch, split_batch(batch, self._max_bus_message_bytes)
-
     async def _decode_wmbus(
         self, topic: str, payload: bytes, received_at: datetime
     ) -> tuple[str, str, ReadingBatch, list[bytes]]:
@@ -205,11 +155,9 @@ class MqttGatewayListener:
                 tenant, gateway = parse_uplink_topic(self._prefix, topic)
                 # Inflating, validating and converting cost milliseconds of CPU: not on the event loop.
                 seq, batch, parts = await asyncio.to_thread(
-                    self._decode, tenant, gateway, payload, received_at
+                    decode_json_uplink, tenant, gateway, payload, received_at, self._max_bus_message_bytes
                 )
-            base_id = message_id(tenant, gateway, seq, payload)
-            for index, part in enumerate(parts):
-                await self._bus.publish(readings_subject(tenant), part, msg_id=f"{base_id}#{index}")
+            await publish_parts(self._bus, tenant, message_id(tenant, gateway, seq, payload), parts)
         except GatewayPayloadError as exc:
             reason = exc.reason
         except BusError as exc:

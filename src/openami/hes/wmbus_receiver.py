@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from openami.bus.base import Bus, BusError
 from openami.bus.messages import TENANT_SLUG_PATTERN, readings_subject
 from openami.drivers.wmbus.receiver import ReceivedLine, ReceiverEndpoint, WmbusReceiver
-from openami.hes.mqtt_listener import MAX_BUS_MESSAGE_BYTES, split_batch
 from openami.hes.rejected import RejectedHandler, hand_over
+from openami.hes.uplinks import MAX_BUS_MESSAGE_BYTES, split_batch
 from openami.hes.wmbus_ingest import WmbusIngest
 
 __all__ = ["ReceiverInputStats", "WmbusReceiverInput"]
