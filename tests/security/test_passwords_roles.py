@@ -74,6 +74,7 @@ def test_roles_are_well_formed() -> None:
         "field_technician",
         "analyst",
         "customer",
+        "gateway",
         "auditor",
     }
     for role in ROLES.values():
@@ -83,6 +84,7 @@ def test_roles_are_well_formed() -> None:
     assert not any(p.endswith(":write") for p in ROLES["auditor"].permissions)
     assert not any(p.endswith(":write") for p in ROLES["analyst"].permissions)
     assert "audit:read" in ROLES["auditor"].permissions
+    assert ROLES["gateway"].permissions == {"uplinks:write"}  # a machine account pushes, sees nothing
     assert ROLES["admin"].permissions == PERMISSIONS - {"tenants:write"}
     assert permissions_for("admin", is_platform_admin=True) == PERMISSIONS
     assert permissions_for("analyst", is_platform_admin=True) >= PLATFORM_ADMIN_PERMISSIONS

@@ -26,6 +26,7 @@ from openami.api.routes import (
     readings,
     service_points,
     tenants,
+    uplinks,
 )
 
 #: Largest request body accepted (413 problem beyond); the API takes small JSON documents only.
@@ -53,6 +54,7 @@ def create_api(services: ApiContext) -> FastAPI:
     app.include_router(readings.router)
     app.include_router(events.router)
     app.include_router(commands.router)
+    app.include_router(uplinks.router)
     if services.metrics_text is not None:
         app.include_router(health.metrics_router)
     return app

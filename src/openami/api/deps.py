@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from openami.config import Settings
 from openami.hes.commands import CommandService
+from openami.hes.http_push import UplinkPushService
 from openami.security.audit import AuditLog
 from openami.security.errors import AuthenticationFailed
 from openami.security.keyvault import KeyVault
@@ -45,6 +46,8 @@ class ApiContext:
     health: Callable[[], dict[str, Any]] = _no_components
     audit: AuditLog = field(default_factory=AuditLog)
     commands: CommandService | None = None
+    uplinks: UplinkPushService | None = None
+    """Takes gateways' HTTP uplinks onto the bus (None: POST /uplinks answers 503)."""
     vault: KeyVault | None = None
     """The platform's key vault (None: routes that need one open it from the settings' master key)."""
 

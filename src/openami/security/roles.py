@@ -34,12 +34,14 @@ RESOURCES = (
     "audit",
     "commands",
     "billing",
+    "uplinks",
 )
 
 #: Every permission that exists. Some resources have only one direction (readings are written by ingest,
-#: not by people; the audit log is written by the system).
+#: not by people; the audit log is written by the system; gateways push uplinks, nobody reads them back).
 PERMISSIONS: frozenset[str] = frozenset(
-    {f"{r}:{a}" for r in RESOURCES for a in ("read", "write")} - {"readings:write", "audit:write"}
+    {f"{r}:{a}" for r in RESOURCES for a in ("read", "write")}
+    - {"readings:write", "audit:write", "uplinks:read"}
 )
 
 #: Granted on top of the role to users with ``is_platform_admin``.
@@ -148,6 +150,11 @@ ROLES: Mapping[str, Role] = MappingProxyType(
                     "billing:read",
                 ),
                 own_customer_only=True,
+            ),
+            Role(
+                "gateway",
+                "A third-party gateway or concentrator: pushes its uplinks (POST /uplinks), nothing else.",
+                _perms("uplinks:write"),
             ),
             Role(
                 "auditor",

@@ -24,6 +24,7 @@ from openami.api.app import create_api
 from openami.api.deps import ApiContext
 from openami.app import Platform
 from openami.config import Settings
+from openami.hes.http_push import UplinkPushService
 from openami.security.service import AuthService
 from openami.transports.ports import probe_port
 
@@ -41,6 +42,7 @@ def build_web_app(platform: Platform) -> FastAPI:
         health=platform.health,
         commands=platform.commands,
         vault=platform.vault,
+        uplinks=UplinkPushService(platform.engine, platform.bus),
     )
     app = create_api(context)
     app.add_api_route("/", _landing_page(platform), methods=["GET"], include_in_schema=False)
