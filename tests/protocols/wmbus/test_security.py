@@ -1,4 +1,4 @@
-"""Security modes 5 and 7 and ELL AES-CTR against vectors built here with the raw primitives."""
+"""Security modes 2, 3 (DES), 5 and 7 and ELL AES-CTR against vectors built here with the raw primitives."""
 
 from __future__ import annotations
 
@@ -122,8 +122,14 @@ def test_ell_counter_block_layout() -> None:
 
 
 def test_unsupported_mode() -> None:
-    header = bytes([0x7A, 0x01, 0x00]) + ((2 << 8) | (1 << 4)).to_bytes(2, "little")
+    header = bytes([0x7A, 0x01, 0x00]) + ((4 << 8) | (1 << 4)).to_bytes(2, "little")  # mode 4: DES-CBC-KDF
     with pytest.raises(UnsupportedSecurityModeError):
+        decode_telegram(frame(header + bytes(16)), key=KEY)
+
+
+def test_a_des_telegram_needs_a_des_key() -> None:
+    header = bytes([0x7A, 0x01, 0x00]) + ((2 << 8) | (1 << 4)).to_bytes(2, "little")
+    with pytest.raises(DecryptionError, match="DES key"):
         decode_telegram(frame(header + bytes(16)), key=KEY)
 
 
@@ -145,3 +151,19 @@ def test_corpus_mode5_cross_check() -> None:
     assert expected[:2] == b"\x2f\x2f"
     telegram = decode_telegram(data, key=key)
     assert telegram.application_data[: 16 * blocks] == expected
+
+
+@pytest.mark.parametrize("mode", [2, 3])
+def test_des_modes_round_trip_and_refuse_a_wrong_key(mode: int) -> None:
+    from openami.protocols.wmbus.link import Address
+    from openami.protocols.wmbus.security import decrypt_des, encrypt_des
+
+    address = Address.from_bytes(bytes.fromhex("8B05010000000407"))
+    plain = bytes.fromhex("2F2F0413E80300002F2F2F2F2F2F2F2F")
+    key = bytes.fromhex("0102030405060708")
+    cipher = encrypt_des(key, mode, address, plain)
+    assert cipher != plain and decrypt_des(key, mode, address, cipher, 1) == plain
+    with pytest.raises(DecryptionError):
+        decrypt_des(bytes(8), mode, address, cipher, 1)
+    with pytest.raises(DecryptionError, match="8 bytes"):
+        decrypt_des(bytes(16), mode, address, cipher, 1)

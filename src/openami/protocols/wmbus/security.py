@@ -11,6 +11,11 @@
 * ELL (AES-128-CTR, persistent key): counter block = link M and A, the ELL CC and SN, frame number 0 and
   a block counter starting at 0; the plaintext begins with the payload CRC, which must match the rest.
 
+* Modes 2 and 3 (DES-CBC, 8-byte key; EN 13757-4:2005, still sent by old meters): mode 2 with a zero IV,
+  mode 3 with the M and A fields as IV; the encrypted part is counted in 16-byte blocks as for AES. DES
+  is broken and kept only to read such meters; it runs through the ``cryptography`` package's TripleDES
+  with the key repeated (which is single DES).
+
 A wrong key is detected rather than trusted: after CBC decryption the plaintext must start with the
 ``2F 2F`` idle fillers OMS requires, the ELL payload CRC must match, and an AFL MAC must verify. Any
 failure is a :class:`~openami.protocols.wmbus.errors.DecryptionError`, so no garbage ever reaches the
@@ -29,13 +34,17 @@ from openami.protocols.wmbus.errors import AuthenticationError, DecryptionError
 from openami.protocols.wmbus.link import Address, crc16_en13757
 
 __all__ = [
+    "DES_KEY_LENGTH",
     "FILLER",
     "cmac",
+    "decrypt_des",
     "decrypt_ell",
     "decrypt_mode5",
     "decrypt_mode7",
     "derive_mode7_keys",
+    "des_iv",
     "ell_counter_block",
+    "encrypt_des",
     "encrypt_ell",
     "encrypt_mode5",
     "encrypt_mode7",
@@ -104,6 +113,43 @@ def encrypt_mode5(key: bytes, address: Address, access_number: int, plain: bytes
     """Encrypt whole blocks of ``plain`` (pad it with 2F yourself); the inverse of :func:`decrypt_mode5`."""
     _check_key(key)
     return _cbc(key, mode5_iv(address, access_number), plain, encrypt=True)
+
+
+DES_KEY_LENGTH: Final = 8
+
+
+def _des_cbc(key: bytes, iv: bytes, data: bytes, *, encrypt: bool) -> bytes:
+    try:  # cryptography >= 43 moved the old ciphers to "decrepit"
+        from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    except ImportError:  # pragma: no cover - older cryptography
+        from cryptography.hazmat.primitives.ciphers.algorithms import TripleDES
+    if len(data) % 8:
+        raise DecryptionError(f"DES ciphertext of {len(data)} bytes is not whole 8-byte blocks")
+    cipher = Cipher(TripleDES(key * 3), modes.CBC(iv))  # K1 = K2 = K3: single DES
+    work = cipher.encryptor() if encrypt else cipher.decryptor()
+    return work.update(data) + work.finalize()
+
+
+def des_iv(mode: int, address: Address) -> bytes:
+    """Mode 2: zero; mode 3: the M and A fields (8 bytes)."""
+    return bytes(8) if mode == 2 else address.to_bytes()
+
+
+def decrypt_des(key: bytes, mode: int, address: Address, payload: bytes, blocks: int) -> bytes:
+    """Decrypt a mode-2 or mode-3 payload (ciphertext blocks then any plain tail), 2F 2F checked."""
+    if len(key) != DES_KEY_LENGTH:
+        raise DecryptionError(f"DES key must be {DES_KEY_LENGTH} bytes, got {len(key)}")
+    cipher_part, tail = _split_blocks(payload, blocks)
+    plain = _des_cbc(key, des_iv(mode, address), cipher_part, encrypt=False)
+    _check_filler(plain, f"mode {mode}")
+    return plain + tail
+
+
+def encrypt_des(key: bytes, mode: int, address: Address, plain: bytes) -> bytes:
+    """The inverse of :func:`decrypt_des` (``plain`` padded to 16-byte blocks by the caller)."""
+    if len(key) != DES_KEY_LENGTH:
+        raise DecryptionError(f"DES key must be {DES_KEY_LENGTH} bytes, got {len(key)}")
+    return _des_cbc(key, des_iv(mode, address), plain, encrypt=True)
 
 
 def derive_mode7_keys(master_key: bytes, message_counter: int, meter_id: bytes) -> tuple[bytes, bytes]:

@@ -29,7 +29,7 @@ from openami.protocols.wmbus.errors import (
     WmbusError,
 )
 from openami.protocols.wmbus.link import Address, CrcMode, LinkFrame, crc16_en13757, parse_link
-from openami.protocols.wmbus.security import FILLER, decrypt_ell, decrypt_mode5, decrypt_mode7
+from openami.protocols.wmbus.security import FILLER, decrypt_des, decrypt_ell, decrypt_mode5, decrypt_mode7
 from openami.protocols.wmbus.transport import (
     AFL_CI,
     ELL_CIS,
@@ -116,7 +116,7 @@ def _tpl_payload(
     mode = tpl.security_mode
     if mode == 0:
         return payload, False
-    if mode not in (5, 7):
+    if mode not in (2, 3, 5, 7):
         raise UnsupportedSecurityModeError(mode)
     if key is None:
         if payload[:2] == FILLER:
@@ -125,6 +125,8 @@ def _tpl_payload(
     try:
         if mode == 5:
             return decrypt_mode5(key, address, tpl.access_number or 0, payload, tpl.encrypted_blocks), True
+        if mode in (2, 3):
+            return decrypt_des(key, mode, address, payload, tpl.encrypted_blocks), True
         if afl is None or afl.message_counter is None:
             raise DecryptionError("mode 7 needs the message counter of an AFL")
         mac_input = afl.mac_input_prefix + body[tpl_start:]
