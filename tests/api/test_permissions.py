@@ -12,6 +12,7 @@ from .support import World
 EVERYONE = frozenset(ROLES)
 ALL = EVERYONE - {"gateway"}  # every person's role; a gateway account only pushes uplinks
 STAFF = ALL - {"customer"}
+NETWORK = frozenset({"admin", "operator", "field_technician", "analyst", "auditor"})  # gateways:read
 
 # (method, path, body) -> roles that succeed; every other role gets 403.
 MATRIX: list[tuple[str, str, dict[str, Any] | None, frozenset[str]]] = [
@@ -41,6 +42,9 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, frozenset[str]]] = [
     ),
     ("PATCH", "/meters/{meterA1}", {"firmware": "2.0"}, frozenset({"admin", "operator", "field_technician"})),
     ("GET", "/meters/{meterA1}/channels", None, ALL),
+    ("GET", "/meters/{meterA1}/routes", None, NETWORK),  # meters:read and gateways:read
+    ("GET", "/gateways/{gwA}/topology", None, NETWORK),
+    ("GET", "/gateways/{gwA}/parents", None, NETWORK),
     ("GET", "/channels/{chA1}", None, ALL),
     ("GET", "/channels/{chA1}/readings?start=2026-01-01T00:00:00Z&end=2026-02-01T00:00:00Z", None, ALL),
     ("GET", "/events", None, STAFF),

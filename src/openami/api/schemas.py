@@ -179,6 +179,13 @@ class EventQuery(ListQuery):
     until: Instant | None = Field(None, description="Only events with ts < until.")
 
 
+class HistoryQuery(ListQuery):
+    """GET /meters/{id}/routes, /gateways/{id}/parents: the periods overlapping [since, until)."""
+
+    since: Instant | None = Field(None, description="Only periods still running at or after since.")
+    until: Instant | None = Field(None, description="Only periods that began before until.")
+
+
 class ReadingsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -21,7 +21,9 @@ BATCH
     kept as a dead letter and *not* accepted, so a resend gets the same answer. Series, points or
     events that do not validate are dropped and kept as a dead letter, the rest is published.
 HEALTH
-    stored as the gateway's last health report.
+    stored as the gateway's last health report; the mesh ``routes`` it may carry are recorded by
+    :func:`openami.hes.topology.record_reported_routes` (not kept in the stored health), what could
+    not be used is kept as a dead letter.
 ALARM
     events published at once, like a batch without readings (no ACK: alarms are not resent).
 DISCOVERY
@@ -64,7 +66,7 @@ from pydantic import (
     field_validator,
 )
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from openami.bus.base import Bus, BusError
 from openami.bus.messages import (
@@ -84,6 +86,7 @@ from openami.hes.gateway_link_store import (
     UnknownGateway,
 )
 from openami.hes.rejected import RejectedHandler, hand_over
+from openami.hes.topology import record_reported_routes
 from openami.hes.uplinks import MAX_BUS_MESSAGE_BYTES, split_batch
 from openami.protocols.edge import (
     Compression,
@@ -98,6 +101,7 @@ from openami.protocols.edge import (
 )
 from openami.protocols.edge.envelope import MAX_PAYLOAD_BYTES, WINDOW
 from openami.security.keyvault import KeyVault
+from openami.store.errors import StoreError
 from openami.transports.errors import ConnectError
 from openami.transports.mqtt_subscriber import MqttSubscriber
 
@@ -125,6 +129,8 @@ SOURCE: Final = "gateway"
 MAX_SMALL_PAYLOAD: Final = 64 * 1024
 """HEALTH, DISCOVERY and TIME payloads larger than this are refused; envelopes larger than this are
 opened in a thread rather than on the event loop."""
+MAX_HEALTH_PAYLOAD: Final = 16 * MAX_SMALL_PAYLOAD
+"""HEALTH payloads may be larger: their ``routes`` name every meter the gateway reaches."""
 _PUBLISH_TIMEOUT_S: Final = 30.0
 _TENANT = re.compile(TENANT_SLUG_PATTERN)
 _GATEWAY = re.compile(DEVICE_ID_PATTERN)
@@ -160,8 +166,8 @@ def parse_link_topic(prefix: str, topic: str) -> tuple[str, str]:
 @dataclass
 class LinkListenerStats:
     """Counters for /metrics. Every received envelope ends up accepted, duplicate, refused (authentic
-    but unusable), rejected (not authentic, or no such gateway) or failed (bus or database down,
-    not acknowledged: the gateway sends it again)."""
+    but unusable), rejected (not authentic, or no such gateway) or failed (bus or database down, or
+    given up by the drain at a stop or a broker loss: not acknowledged, the gateway sends it again)."""
 
     received: int = 0
     accepted: int = 0
@@ -406,6 +412,7 @@ class GatewayLinkListener:
         self.prefix = prefix
         self._bus = bus
         self._store = GatewayLinkStore(engine, vault)
+        self._engine = engine
         self._shared_group = shared_group or None
         self._on_rejected = on_rejected
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -475,13 +482,20 @@ class GatewayLinkListener:
                 try:
                     async with self._slots:
                         await self._handle(topic, data, arrived)
+                except asyncio.CancelledError:
+                    # Given up by the drain (a stop, or a broker lost while an answer awaited its
+                    # PUBACK): not acknowledged, so the gateway sends it again. Counted, so every
+                    # received envelope still ends in exactly one outcome.
+                    self.stats.failed += 1
+                    raise
                 finally:
                     queue.popleft()
                     self._room.release()
         finally:
             if self._queues.get(key) is queue:
                 del self._queues[key]
-            for _ in range(len(queue)):  # cancelled with envelopes left: give their room back
+            self.stats.failed += len(queue)  # cancelled with envelopes left: never handled, sent again
+            for _ in range(len(queue)):  # ... and give their room back
                 self._room.release()
             queue.clear()
 
@@ -661,16 +675,40 @@ class GatewayLinkListener:
 
     async def _on_health(self, state: LinkState, envelope: Envelope, topic: str, arrived: float) -> None:
         try:
-            if len(envelope.payload) > MAX_SMALL_PAYLOAD:
+            if len(envelope.payload) > MAX_HEALTH_PAYLOAD:
                 raise UnusablePayload(f"a health report of {len(envelope.payload)} bytes is too large")
             body = _json_object(envelope.payload)
         except UnusablePayload as exc:
             await self._unusable(state, envelope, topic, arrived, str(exc))
             return
+        routes = body.pop("routes", None)
         await asyncio.to_thread(
             self._store.accept, state, envelope.seq, datetime.fromtimestamp(arrived, UTC), health=body
         )
+        if routes is not None:
+            await self._record_routes(state, envelope, topic, arrived, routes)
         self.stats.accepted += 1
+
+    async def _record_routes(
+        self, state: LinkState, envelope: Envelope, topic: str, arrived: float, routes: Any
+    ) -> None:
+        """The mesh routes of a HEALTH (``docs/concepts/topology.md``). What is unusable (a malformed
+        entry, an unknown meter, a meter registered elsewhere) is kept as a dead letter whose payload is
+        the list of problems, not the whole report (a gateway repeats it every few minutes). The health
+        itself is stored already: a failure here costs these routes only (the next HEALTH has them)."""
+        when = datetime.fromtimestamp(arrived, UTC)
+        try:
+            recorded = await asyncio.to_thread(
+                record_reported_routes, self._engine, state.tenant_id, state.comm_device_id, routes, when
+            )
+        except (StoreError, SQLAlchemyError) as exc:
+            log.warning("gateway %s/%s: routes not recorded: %s", state.tenant, state.gateway, exc)
+            return
+        if problems := recorded.problems:
+            detail = f"gateway link HEALTH {envelope.seq}: {len(problems)} routes not used: "
+            detail += "; ".join(problems[:20])
+            listing = "\n".join(problems).encode()
+            await hand_over(self._on_rejected, topic, state.tenant, detail[:4000], listing, when)
 
     async def _on_discovery(self, state: LinkState, envelope: Envelope, topic: str, arrived: float) -> None:
         try:

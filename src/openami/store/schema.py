@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 
 from openami.store.types import UTCDateTime, json_type
@@ -534,3 +535,69 @@ pending_device = Table(
     Index("ix_pending_device_tenant_status", "tenant_id", "status", "id"),
 )
 """Meters a gateway discovered (DISCOVERY envelopes), waiting for an operator to approve or reject them."""
+
+ROUTE_SOURCES = ("registration", "gateway")
+_OPEN = "until IS NULL"
+
+meter_route = Table(
+    "meter_route",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("meter_id", Id, ForeignKey("meter.id", ondelete="RESTRICT"), nullable=False),
+    Column("comm_device_id", Id, ForeignKey("comm_device.id", ondelete="RESTRICT"), nullable=False),
+    Column("since", UTCDateTime(), nullable=False),
+    Column("until", UTCDateTime()),  # NULL: the meter's current route
+    Column("hops", json_type()),  # mesh idents, the meter's neighbour first; [] direct; NULL not reported
+    Column("quality", json_type(), nullable=False, server_default="{}"),  # rssi, snr, hops when reported
+    Column("source", String(16), nullable=False),
+    CheckConstraint("source IN ('registration','gateway')", name="source_known"),
+    CheckConstraint("until IS NULL OR until >= since", name="period_ordered"),
+    Index("ix_meter_route_meter_since", "meter_id", "since"),
+    Index(
+        "uq_meter_route_open",
+        "meter_id",
+        unique=True,
+        sqlite_where=text(_OPEN),
+        postgresql_where=text(_OPEN),
+    ),
+    Index(
+        "ix_meter_route_device_open",
+        "tenant_id",
+        "comm_device_id",
+        sqlite_where=text(_OPEN),
+        postgresql_where=text(_OPEN),
+    ),
+)
+"""Through which device each meter was reached, and by which mesh route, over time
+(``openami.store.repositories.topology``). At most one open row (``until`` NULL) per meter; a change
+closes it at the change time and opens the next, rows are never edited otherwise (a trigger refuses it)."""
+
+device_parent = Table(
+    "device_parent",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("comm_device_id", Id, ForeignKey("comm_device.id", ondelete="RESTRICT"), nullable=False),
+    Column("parent_id", Id, ForeignKey("comm_device.id", ondelete="RESTRICT"), nullable=False),
+    Column("since", UTCDateTime(), nullable=False),
+    Column("until", UTCDateTime()),  # NULL: the device's current parent
+    CheckConstraint("until IS NULL OR until >= since", name="period_ordered"),
+    Index("ix_device_parent_device_since", "comm_device_id", "since"),
+    Index(
+        "uq_device_parent_open",
+        "comm_device_id",
+        unique=True,
+        sqlite_where=text(_OPEN),
+        postgresql_where=text(_OPEN),
+    ),
+    Index(
+        "ix_device_parent_parent_open",
+        "tenant_id",
+        "parent_id",
+        sqlite_where=text(_OPEN),
+        postgresql_where=text(_OPEN),
+    ),
+)
+"""The history of ``comm_device.parent_id`` (a concentrator moved to another gateway), kept like
+``meter_route``: one open row per device that has a parent, closed and followed by the next on a change."""

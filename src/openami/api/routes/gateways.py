@@ -7,6 +7,11 @@ with the backlog it reported, replay window, configuration version), never its k
 returns it in this one response (``Cache-Control: no-store``); it cannot be read back later. A second
 call rotates the key. Both are audited (``gateway.link_key``) without the key.
 
+``GET /gateways/{id}/topology`` shows the tree under a gateway now (its concentrators, recursively, and
+the meters read through each, with their mesh route and link quality) with the gateway's last health
+and last seen; ``GET /gateways/{id}/parents`` the history of the device's parent
+(``docs/concepts/topology.md``).
+
 ``GET /gateways/pending-devices`` lists the meters gateways discovered; ``POST
 /gateways/pending-devices/{id}/approve`` and ``.../reject`` record the operator's decision (status and
 audit entry only: approving does not create the meter, which is commissioned with ``POST /meters``).
@@ -23,10 +28,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel
 
-from openami.api.crud import AUTH_RESPONSES, NOT_FOUND, ItemId, Resource, resource_router
+from openami.api.crud import AUTH_RESPONSES, NOT_FOUND, ItemId, Resource, page_of, resource_router
 from openami.api.deps import Context, require
 from openami.api.pagination import Page, after_id, id_cursor
-from openami.api.schemas import GatewayIn, GatewayQuery, PendingDeviceQuery
+from openami.api.schemas import GatewayIn, GatewayQuery, HistoryQuery, PendingDeviceQuery
 from openami.hes.gateway_link_store import (
     PendingDevice,
     decide_pending,
@@ -34,6 +39,7 @@ from openami.hes.gateway_link_store import (
     list_pending,
     provision_key,
 )
+from openami.hes.topology import ParentPeriod, current_tree, parents_of
 from openami.security.keyvault import KeyVault, load_master_key
 from openami.security.service import Principal
 from openami.store.repositories import CommDevice, clamp_limit, comm_devices
@@ -96,6 +102,49 @@ class PendingDeviceOut(BaseModel):
     status: str
     decided_at: datetime | None
     decided_by: str | None
+
+
+class TopologyMeterOut(BaseModel):
+    """A meter read through a device now; ``since``, ``source``, ``hops`` and ``quality`` are those of
+    its current route (``hops``: the mesh idents from the meter's neighbour to the gateway, ``[]`` for a
+    direct link, null when no gateway reported one; ``quality`` as reported when the route began)."""
+
+    id: int
+    serial: str
+    status: str
+    since: datetime | None
+    source: str | None
+    hops: list[str] | None
+    quality: dict[str, Any]
+
+
+class TopologyDeviceOut(BaseModel):
+    """A gateway, concentrator or modem with its meters and the devices under it;
+    ``parent_since``: since when it hangs under its parent."""
+
+    id: int
+    ident: str
+    kind: str
+    status: str
+    last_seen_at: datetime | None
+    parent_since: datetime | None
+    meters: list[TopologyMeterOut]
+    devices: list[TopologyDeviceOut]
+
+
+class GatewayTopologyOut(BaseModel):
+    """The tree under a gateway now, with its last health report (as in ``GET /gateways/{id}/link``)."""
+
+    gateway_id: int
+    ident: str
+    kind: str
+    last_seen_at: datetime | None
+    health: dict[str, Any] | None
+    health_at: datetime | None
+    meter_count: int
+    device_count: int
+    """Devices in the tree, the gateway included."""
+    tree: TopologyDeviceOut
 
 
 def _pending_out(device: PendingDevice) -> PendingDeviceOut:
@@ -161,6 +210,52 @@ def get_link(context: Context, principal: Reader, item_id: ItemId) -> Any:
     with context.engine.connect() as conn:
         status = link_status(conn, principal.scope, item_id)
     return GatewayLinkOut.model_validate(status, from_attributes=True)
+
+
+@link_router.get(
+    "/{item_id}/topology",
+    response_model=GatewayTopologyOut,
+    responses=NOT_FOUND,
+    summary="The devices and meters under a gateway now, with its last health",
+)
+def get_topology(context: Context, principal: Reader, item_id: ItemId) -> Any:
+    with context.engine.connect() as conn:
+        topology = current_tree(conn, principal.scope, item_id)
+    root = topology.root
+    return GatewayTopologyOut(
+        gateway_id=root.id,
+        ident=root.ident,
+        kind=root.kind,
+        last_seen_at=root.last_seen_at,
+        health=topology.health,
+        health_at=topology.health_at,
+        meter_count=topology.meter_count,
+        device_count=topology.device_count,
+        tree=TopologyDeviceOut.model_validate(root, from_attributes=True),
+    )
+
+
+@link_router.get(
+    "/{item_id}/parents",
+    response_model=Page[ParentPeriod],
+    responses={**NOT_FOUND, 422: {"description": "until is not after since (problem+json)."}},
+    summary="The history of a device's parent (a concentrator moved between gateways)",
+)
+def list_parents(
+    context: Context, principal: Reader, item_id: ItemId, query: Annotated[HistoryQuery, Query()]
+) -> Any:
+    limit = clamp_limit(query.limit)
+    with context.engine.connect() as conn:
+        items = parents_of(
+            conn,
+            principal.scope,
+            item_id,
+            since=query.since,
+            until=query.until,
+            after_id=after_id(query.cursor),
+            limit=limit,
+        )
+    return page_of(items, limit)
 
 
 @link_router.post(

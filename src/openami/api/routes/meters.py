@@ -1,4 +1,8 @@
-"""Meters (``meters:read|write``), their channels, and where they are installed."""
+"""Meters (``meters:read|write``), their channels, where they are installed, and through which device
+and mesh route they were reached over time (``GET /meters/{id}/routes``, ``docs/concepts/topology.md``).
+
+The route history needs ``gateways:read`` besides ``meters:read``: it names the network's devices and,
+in a mesh, neighbouring meters, which a customer login (or a billing clerk) has no business seeing."""
 
 from __future__ import annotations
 
@@ -6,13 +10,21 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
-from openami.api.crud import NOT_FOUND, ItemId, Resource, list_page, resource_router
+from openami.api.crud import NOT_FOUND, ItemId, Resource, list_page, page_of, resource_router
 from openami.api.deps import Context, require
-from openami.api.pagination import Page
+from openami.api.pagination import Page, after_id
 from openami.api.routes.channels import CHANNELS
-from openami.api.schemas import ChannelQuery, InstallationIn, MeterIn, MeterQuery
+from openami.api.schemas import ChannelQuery, HistoryQuery, InstallationIn, MeterIn, MeterQuery
+from openami.hes.topology import RoutePeriod, routes_of
 from openami.security.service import Principal
-from openami.store.repositories import Channel, Meter, MeterInstallation, install_meter, meters
+from openami.store.repositories import (
+    Channel,
+    Meter,
+    MeterInstallation,
+    clamp_limit,
+    install_meter,
+    meters,
+)
 
 METERS = Resource(
     path="/meters",
@@ -68,3 +80,27 @@ def create_installation(
             {"service_point_id": body.service_point_id, "installed_at": body.installed_at.isoformat()},
         )
     return installation
+
+
+@router.get(
+    "/{item_id}/routes",
+    response_model=Page[RoutePeriod],
+    responses={**NOT_FOUND, 422: {"description": "until is not after since (problem+json)."}},
+    summary="Through which device and mesh route a meter was reached, over time (oldest first)",
+)
+def list_meter_routes(
+    context: Context, principal: Reader, item_id: ItemId, query: Annotated[HistoryQuery, Query()]
+) -> Page[Any]:
+    principal.require("gateways:read")
+    limit = clamp_limit(query.limit)
+    with context.engine.connect() as conn:
+        items = routes_of(
+            conn,
+            principal.scope,
+            item_id,
+            since=query.since,
+            until=query.until,
+            after_id=after_id(query.cursor),
+            limit=limit,
+        )
+    return page_of(items, limit)

@@ -13,6 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from openami.store.repositories.base import DEFAULT_LIMIT, MAX_LIMIT, Repository, Scope, clamp_limit
 from openami.store.repositories.catalog import (
+    CommDeviceRepository,
+    MeterRepository,
     TenantRepository,
     accounts,
     channels,
@@ -36,9 +38,11 @@ from openami.store.repositories.models import (
     Channel,
     CommDevice,
     Customer,
+    DeviceParent,
     Event,
     Meter,
     MeterInstallation,
+    MeterRoute,
     ServicePoint,
     Tenant,
 )
@@ -62,10 +66,14 @@ __all__ = [
     "Channel",
     "ChannelKind",
     "CommDevice",
+    "CommDeviceRepository",
     "Customer",
+    "DeviceParent",
     "Event",
     "Meter",
     "MeterInstallation",
+    "MeterRepository",
+    "MeterRoute",
     "NewEvent",
     "Repository",
     "Scope",

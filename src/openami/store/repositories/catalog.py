@@ -4,16 +4,22 @@ Each resource is the generic ``Repository`` configured with its table, row type,
 columns that must point into the same tenant, and how its rows belong to a customer. The customer
 chain is account.customer_id -> service_point.account_id -> open meter_installation -> meter -> channel:
 a customer sees the meters currently installed at their service points, and those meters' channels.
+
+Meters and gateways are subclasses that also keep the topology's history (``topology``): a write that
+sets a meter's ``comm_device_id`` or a device's ``parent_id`` closes the open history row and opens the
+next, in the writer's transaction (so together with the audit entry the API writes).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, select
 
 from openami.store.errors import Conflict, NotFound
+from openami.store.repositories import topology
 from openami.store.repositories.base import (
     OwnerCondition,
     Repository,
@@ -96,7 +102,47 @@ service_points: Repository[ServicePoint] = Repository(
     owned_by=lambda cid: service_point.c.id.in_(service_points_of(cid)),
     filterable=["code", "account_id", "parent_id", "kind", "utility"],
 )
-comm_devices: Repository[CommDevice] = Repository(
+
+
+class CommDeviceRepository(Repository[CommDevice]):
+    """Gateways, concentrators and modems; ``parent_id`` changes go into ``device_parent`` and may not
+    put a device under itself."""
+
+    def create(self, conn: Connection, tenant_id: int, values: Mapping[str, Any]) -> CommDevice:
+        row = super().create(conn, tenant_id, values)
+        if row.parent_id is not None:
+            topology.record_parent(conn, tenant_id, row.id, row.parent_id, datetime.now(UTC))
+        return row
+
+    def update(self, conn: Connection, scope: Scope, row_id: int, values: Mapping[str, Any]) -> CommDevice:
+        parent_id = values.get("parent_id")
+        if parent_id is not None:
+            self.get(conn, scope, row_id)  # NotFound first, as for any other change
+            topology.check_parent(conn, scope.tenant_id, row_id, parent_id)
+        row = super().update(conn, scope, row_id, values)
+        if "parent_id" in values:
+            topology.record_parent(conn, scope.tenant_id, row.id, row.parent_id, datetime.now(UTC))
+        return row
+
+
+class MeterRepository(Repository[Meter]):
+    """Meters; ``comm_device_id`` changes go into ``meter_route`` (source ``registration``)."""
+
+    def create(self, conn: Connection, tenant_id: int, values: Mapping[str, Any]) -> Meter:
+        row = super().create(conn, tenant_id, values)
+        if row.comm_device_id is not None:
+            topology.record_registration(conn, tenant_id, row.id, row.comm_device_id, datetime.now(UTC))
+        return row
+
+    def update(self, conn: Connection, scope: Scope, row_id: int, values: Mapping[str, Any]) -> Meter:
+        row = super().update(conn, scope, row_id, values)
+        if "comm_device_id" in values:
+            at = datetime.now(UTC)
+            topology.record_registration(conn, scope.tenant_id, row.id, row.comm_device_id, at)
+        return row
+
+
+comm_devices = CommDeviceRepository(
     comm_device,
     CommDevice,
     name="gateway",
@@ -104,7 +150,7 @@ comm_devices: Repository[CommDevice] = Repository(
     references={"parent_id": comm_device},
     filterable=["ident", "kind", "status", "parent_id"],
 )
-meters: Repository[Meter] = Repository(
+meters = MeterRepository(
     meter,
     Meter,
     name="meter",

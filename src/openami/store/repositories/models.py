@@ -139,3 +139,32 @@ class Event:
     detail: dict[str, Any]
     dedup_key: str
     received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRoute:
+    """One period of a meter's route: reached through ``comm_device_id`` from ``since`` until ``until``
+    (None: now), over the mesh ``hops`` (idents from the meter's neighbour to the gateway; [] direct; None
+    not reported), with the link ``quality`` the gateway reported (rssi, snr, hops; {} when none)."""
+
+    id: int
+    tenant_id: int
+    meter_id: int
+    comm_device_id: int
+    since: datetime
+    until: datetime | None
+    hops: list[str] | None
+    quality: dict[str, Any]
+    source: Literal["registration", "gateway"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceParent:
+    """One period of a device's parent (a concentrator under a gateway), ``until`` None: now."""
+
+    id: int
+    tenant_id: int
+    comm_device_id: int
+    parent_id: int
+    since: datetime
+    until: datetime | None
