@@ -9,9 +9,12 @@ from sqlalchemy import Engine, func, select
 from openami.demo.runner import virtual_gateways
 from openami.demo.seed import (
     DEMO_TENANT,
+    EDGE_GATEWAY_PROTOCOL,
     dlms_meters,
+    edge_gateways,
     households,
     provision_dlms_keys,
+    provision_edge_keys,
     provision_radio_keys,
     seed_demo,
 )
@@ -47,7 +50,7 @@ def test_demo_utility_has_every_medium_and_buildings_with_apartments(engine: Eng
             .where(schema.service_point.c.kind == "apartment", schema.service_point.c.parent_id.is_(None))
         ).scalar_one()
         assert orphans == 0  # every apartment belongs to its building
-        assert count(schema.meter_installation) == 337
+        assert count(schema.meter_installation) == 345
         dlms = conn.execute(
             select(schema.meter.c.protocol, schema.meter.c.comm_device_id).where(
                 schema.meter.c.serial.like("DLMS-0%")
@@ -68,7 +71,7 @@ def test_seeding_twice_changes_nothing(engine: Engine) -> None:
     second = seed_demo(engine)
     assert first == second
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 337
+        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 345
 
 
 def test_a_demo_database_from_before_dlms_meters_gets_them(engine: Engine) -> None:
@@ -97,7 +100,7 @@ def test_the_simulation_plays_the_seeded_layout_not_whatever_users_add(engine: E
             layout.tenant_id,
             {"serial": "X 1", "medium": "water", "protocol": "wmbus", "comm_device_id": gateway.id},
         )
-        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 338
+        assert len(meters.list(conn, Scope(layout.tenant_id), limit=1000)) == 346
     again = seed_demo(engine)
     played = {m.serial for g in virtual_gateways(again) for m in g.meters}
     assert "X 1" not in played
@@ -152,3 +155,78 @@ def test_radio_meters_keys_are_filed_under_their_link_address(engine: Engine) ->
         keys = vault.push_keys(radio.link_address)
         assert keys is not None and keys.meter_serial == radio.serial
         assert heard[radio.link_address] == keys.encryption_key  # the simulator sends what the vault opens
+
+
+def test_openami_gateways_are_seeded_with_their_meters_and_no_address(engine: Engine) -> None:
+    from openami.hes.targets import meter_rows
+
+    layout = seed_demo(engine)
+    assert [g.ident for g in layout.edge_gateways] == ["GW-EDGE-1", "GW-EDGE-2"]
+    assert layout.gateways == sorted({m.gateway for m in layout.meters})  # the JSON ones only
+    assert Counter((m.protocol, m.medium) for m in layout.edge_meters) == {
+        ("mbus", "heat"): 2,
+        ("mbus", "water"): 2,
+        ("modbus", "electricity"): 2,
+        ("modbus", "heat"): 2,
+    }
+    with engine.connect() as conn:
+        devices = conn.execute(
+            select(
+                schema.comm_device.c.ident,
+                schema.comm_device.c.kind,
+                schema.comm_device.c.protocol,
+                schema.comm_device.c.address,
+            ).where(schema.comm_device.c.ident.like("GW-EDGE-%"))
+        ).all()
+        assert sorted(tuple(d) for d in devices) == [
+            ("GW-EDGE-1", "gateway", EDGE_GATEWAY_PROTOCOL, None),
+            ("GW-EDGE-2", "gateway", EDGE_GATEWAY_PROTOCOL, None),
+        ]
+        behind = conn.execute(
+            select(schema.meter.c.serial, schema.comm_device.c.ident)
+            .join(schema.comm_device, schema.comm_device.c.id == schema.meter.c.comm_device_id)
+            .where(schema.comm_device.c.ident.like("GW-EDGE-%"))
+        ).all()
+    assert {(serial, ident) for serial, ident in behind} == {
+        (m.serial, g.ident) for g in layout.edge_gateways for m in g.meters
+    }
+    # The head-end does not read them itself (their gateway has no address): the gateways forward them.
+    polled = {row.serial for protocol in ("mbus", "modbus") for row in meter_rows(engine, protocol)}
+    assert polled.isdisjoint(m.serial for m in layout.edge_meters)
+
+
+def test_a_demo_database_from_before_the_openami_gateways_gets_them(engine: Engine) -> None:
+    seed_demo(engine)
+    with engine.begin() as conn:  # back to what an older release seeded
+        devices = select(schema.comm_device.c.id).where(schema.comm_device.c.ident.like("GW-EDGE-%"))
+        edge = select(schema.meter.c.id).where(schema.meter.c.comm_device_id.in_(devices)).scalar_subquery()
+        conn.execute(schema.meter_installation.delete().where(schema.meter_installation.c.meter_id.in_(edge)))
+        conn.execute(schema.meter.delete().where(schema.meter.c.id.in_(edge)))
+        conn.execute(schema.comm_device.delete().where(schema.comm_device.c.ident.like("GW-EDGE-%")))
+        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 337
+    seed_demo(engine)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.meter)).scalar_one() == 345
+        assert conn.execute(select(func.count()).select_from(schema.meter_installation)).scalar_one() == 345
+
+
+def test_openami_gateway_link_keys_are_derived_and_provisioned_once(engine: Engine) -> None:
+    first, again = edge_gateways(), edge_gateways()
+    assert [g.link_key for g in first] == [g.link_key for g in again]
+    assert len({g.link_key for g in first}) == 2 and all(len(g.link_key) == 32 for g in first)
+    layout = seed_demo(engine)
+    vault = KeyVault(engine, bytes(32))
+    assert provision_edge_keys(engine, vault, layout) == 2
+    assert provision_edge_keys(engine, vault, layout) == 0  # same keys: no rotation, window kept
+    with engine.connect() as conn:
+        ids = dict(
+            conn.execute(
+                select(schema.comm_device.c.ident, schema.comm_device.c.id).where(
+                    schema.comm_device.c.ident.like("GW-EDGE-%")
+                )
+            ).all()
+        )
+        versions = conn.execute(select(schema.gateway_link.c.key_version).distinct()).scalars().all()
+    assert versions == [1]
+    for gateway in layout.edge_gateways:
+        assert vault.gateway_key(layout.tenant_id, ids[gateway.ident]) == gateway.link_key

@@ -80,8 +80,16 @@ def test_demo_once_prints_a_summary(tmp_path: Path, free_port: int) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "readings stored (new)" in result.stdout
-    # meters / gateways: 300 behind gateways, 12 pushing, 6 DLMS + 14 field meters polled, 5 radio
-    assert "337 / 7" in result.stdout
+    # meters / gateways: 300 behind 7 virtual gateways, 12 pushing, 6 DLMS + 14 field meters polled,
+    # 5 radio, 8 behind the 2 OpenAMI gateways
+    assert "345 / 9" in result.stdout
+    edge = next(line for line in result.stdout.splitlines() if "OpenAMI gateways" in line)
+    gateways, meters, readings = (
+        int(part.strip(" │").replace(",", "")) for part in edge.split("│")[2].split("/")
+    )
+    # One round: 2 heat (9 readings) and 2 water (3) M-Bus meters, 2 SDM630 (13) and 2 heat (6) Modbus
+    # meters: 62. Twice that when the gateways' own schedule (on the quarter hour) fell into the run.
+    assert (gateways, meters) == (2, 8) and readings in (62, 124), edge
     polled = next(line for line in result.stdout.splitlines() if "DLMS meters polled" in line)
     assert " 6 / " in polled and polled.rstrip(" │").endswith("/ 0"), polled
     buses = next(line for line in result.stdout.splitlines() if "port meters read" in line)

@@ -122,7 +122,8 @@ async def test_the_demo_backfill_pushes_from_every_dlms_meter(platform: Platform
     layout = await asyncio.to_thread(prepare, platform)
     dlms = dlms_push_meters(layout)
     summary = await backfill(platform, layout, days=0.25, dlms=dlms)
-    assert (summary.meters, summary.gateways, summary.dlms_meters) == (337, 7, 12)
+    assert (summary.meters, summary.gateways, summary.dlms_meters) == (345, 9, 12)
+    assert (summary.edge_gateways, summary.edge_meters, summary.edge_readings) == (2, 8, 0)  # not started
     assert summary.pulled_meters == 0  # no simulator answers for the polled meters in this test
     assert summary.dlms_pushes == 12 * 24
     assert summary.dlms_rejected == 0

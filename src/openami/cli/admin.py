@@ -130,6 +130,10 @@ def demo(
                 "wM-Bus meters / telegrams / readings",
                 f"{summary.radio_meters} / {summary.radio_telegrams} / {summary.radio_readings:,}",
             ),
+            (
+                "OpenAMI gateways / meters / readings via the link",
+                f"{summary.edge_gateways} / {summary.edge_meters} / {summary.edge_readings:,}",
+            ),
             ("readings stored (new)", f"{summary.readings_inserted:,}"),
             ("readings revised (new version)", f"{summary.readings_revised:,}"),
             ("readings already stored", f"{summary.readings_unchanged:,}"),

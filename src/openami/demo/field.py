@@ -10,16 +10,24 @@ from __future__ import annotations
 import zlib
 from typing import cast
 
-from openami.demo.seed import IEC_PROTOCOL, DemoLayout
+from openami.demo.seed import IEC_PROTOCOL, DemoLayout, EdgeDemoGateway
 from openami.drivers.modbus.models import MODELS
 from openami.simulator.iec62056_21_meter import IecMeterServer, SimulatedIecMeter
+from openami.simulator.mbus_meter import MbusBusSimulator, heat_meter, water_meter
 from openami.simulator.modbus_meter import ModbusSimulator, consumption_meter
 from openami.simulator.p1_meter import SimulatedP1Meter
 from openami.simulator.push_port import PushPortServer
 from openami.simulator.sml_meter import SimulatedSmlMeter
 from openami.simulator.wmbus_meter import SimulatedReceiver, SimulatedWmbusMeter, WmbusMedium
 
-__all__ = ["RADIO_INTERVAL_S", "consumer_ports", "iec_converter", "modbus_gateway", "radio_receiver"]
+__all__ = [
+    "RADIO_INTERVAL_S",
+    "consumer_ports",
+    "edge_bus",
+    "iec_converter",
+    "modbus_gateway",
+    "radio_receiver",
+]
 
 RADIO_INTERVAL_S = 2.0
 """How often the demo's radio meters transmit: real OMS meters send every 8-16 s (T1) or every few
@@ -75,3 +83,22 @@ def consumer_ports(layout: DemoLayout) -> dict[str, PushPortServer]:
         elif m.protocol == "sml":
             ports[m.serial] = PushPortServer(SimulatedSmlMeter(m.unit))
     return ports
+
+
+def edge_bus(gateway: EdgeDemoGateway) -> MbusBusSimulator | ModbusSimulator:
+    """The field bus an OpenAMI gateway reads: an M-Bus-to-TCP converter with its wired meters (heat
+    and water meters whose registers start from a value seeded by the serial), or a Modbus TCP gateway
+    with its sub-meters on the consumption model. One protocol per demo gateway."""
+    protocols = {m.protocol for m in gateway.meters}
+    if protocols == {"mbus"}:
+        meters = [
+            heat_meter(m.unit, m.serial[-8:], energy_kwh=100_000 + _seed(m.serial) % 50_000)
+            if m.medium == "heat"
+            else water_meter(m.unit, m.serial[-8:], volume_l=50_000 + _seed(m.serial) % 50_000)
+            for m in gateway.meters
+        ]
+        return MbusBusSimulator(meters)
+    if protocols == {"modbus"}:
+        devices = {m.unit: consumption_meter(MODELS[m.model], _seed(m.serial)) for m in gateway.meters}
+        return ModbusSimulator("127.0.0.1", 0, devices)
+    raise ValueError(f"{gateway.ident}: the demo serves one field bus per gateway, not {sorted(protocols)}")

@@ -1,10 +1,12 @@
 """`openami demo`: the whole path, meter to API, on embedded defaults.
 
 The runner seeds the demo tenant, starts the platform (store, bus, embedded MQTT broker, ingest, MQTT
-listener, DLMS push listener), lets virtual gateways publish a back-fill of simulated history through
-the broker and the Market Street DLMS meters push the same span to the push listener, and then either
-exits with a summary (``--once``) or serves the web API while gateways and meters keep sending live,
-accelerated data until Ctrl-C.
+listener, gateway link, DLMS push listener), lets virtual gateways publish a back-fill of simulated
+history through the broker and the Market Street DLMS meters push the same span to the push listener,
+has the two OpenAMI gateways (the real edge agent, :mod:`openami.demo.edge`) poll their meters and
+forward the readings over the gateway link, and then either exits with a summary (``--once``) or
+serves the web API while gateways and meters keep sending live, accelerated data until Ctrl-C (the
+OpenAMI gateways go on polling on the head-end's interval, in real time).
 
 The DLMS meters' invocation counters live in their :class:`DlmsPushMeter` objects, so one set of
 objects serves the back-fill and the live phase of a run: new objects would restart at counter 1 and
@@ -26,6 +28,7 @@ from typing import cast
 
 from openami.app import Platform
 from openami.config import Settings
+from openami.demo.edge import poll_now, start_gateways
 from openami.demo.field import consumer_ports, iec_converter, modbus_gateway, radio_receiver
 from openami.demo.seed import (
     DEMO_TENANT,
@@ -33,9 +36,11 @@ from openami.demo.seed import (
     DemoLayout,
     modem_ident,
     provision_dlms_keys,
+    provision_edge_keys,
     provision_radio_keys,
     seed_demo,
 )
+from openami.edge.agent import GatewayAgent
 from openami.hes.dlms_targets import load_targets
 from openami.security.keyvault import KeyVault, load_master_key
 from openami.simulator.consumption import Medium
@@ -86,6 +91,11 @@ class DemoSummary:
     during the back-fill."""
     radio_telegrams: int = 0
     radio_readings: int = 0
+    edge_gateways: int = 0
+    """OpenAMI gateways in the layout, their meters, and the readings the gateway link took from them
+    (and the store kept) during the back-fill."""
+    edge_meters: int = 0
+    edge_readings: int = 0
 
     @property
     def rows_per_s(self) -> float:
@@ -190,10 +200,12 @@ async def backfill(
     *,
     days: float,
     dlms: Sequence[DlmsPushMeter],
+    edge: Sequence[GatewayAgent] = (),
     progress: Progress | None = None,
 ) -> DemoSummary:
     """Send ``days`` of history, from every gateway through MQTT and from every DLMS meter (``dlms``)
-    to the push listener, and wait until all of it is stored."""
+    to the push listener, poll the OpenAMI gateways' meters once (``edge``, their running agents), and
+    wait until all of it is stored."""
     gateways = virtual_gateways(layout)
     end = _floor(datetime.now(UTC), INTERVAL)
     start = _floor(end - timedelta(days=days), INTERVAL)
@@ -218,6 +230,7 @@ async def backfill(
         bus_report = await collector.collect_all()
         bus_read, bus_readings = bus_read + bus_report.succeeded, bus_readings + bus_report.readings
     radio_heard, radio_readings = await _hear_radio(platform, len(layout.radio_meters))
+    edge_readings = await poll_now(platform, list(edge))
     await _wait_until(lambda: _handled(platform), handled_before + sent, "MQTT uplinks", timeout_s=300)
     await _wait_until(lambda: _pushes(platform), pushes_before + pushed, "DLMS pushes", timeout_s=300)
     await platform.settle(timeout_s=300)
@@ -228,8 +241,9 @@ async def backfill(
         + len(layout.dlms_meters)
         + len(layout.pull_meters)
         + len(layout.building_meters)
-        + len(layout.radio_meters),
-        gateways=len(gateways),
+        + len(layout.radio_meters)
+        + len(layout.edge_meters),
+        gateways=len(gateways) + len(layout.edge_gateways),
         span_start=start,
         span_end=end,
         messages=sent,
@@ -251,6 +265,9 @@ async def backfill(
         radio_meters=len(layout.radio_meters),
         radio_telegrams=radio_heard,
         radio_readings=radio_readings,
+        edge_gateways=len(layout.edge_gateways),
+        edge_meters=len(layout.edge_meters),
+        edge_readings=edge_readings,
     )
 
 
@@ -345,10 +362,11 @@ async def _let_pushes_land(platform: Platform, *, quiet_s: float = 0.25, timeout
 
 
 def prepare(platform: Platform) -> DemoLayout:
-    """Seed the tenant, its admin user and the DLMS meters' keys (idempotent); blocking, run in a thread.
+    """Seed the tenant, its admin user, the DLMS and radio meters' keys and the OpenAMI gateways' link
+    keys (idempotent); blocking, run in a thread.
 
-    The key vault opened here uses the same master key as the platform's push listener (both load it
-    from the settings), so the listener can open what is stored.
+    The key vault opened here uses the same master key as the platform's listeners (both load it from
+    the settings), so the push listener and the gateway link can open what is stored.
     """
     from openami.security.bootstrap import ensure_user
 
@@ -356,14 +374,17 @@ def prepare(platform: Platform) -> DemoLayout:
     vault = KeyVault(platform.engine, load_master_key(platform.settings))
     provision_dlms_keys(platform.engine, vault, layout)
     provision_radio_keys(platform.engine, vault, layout)
+    provision_edge_keys(platform.engine, vault, layout)
     ensure_user(platform.engine, DEMO_TENANT, DEMO_ADMIN, DEMO_PASSWORD, role="admin")
     return layout
 
 
-async def _start_field(simulators: contextlib.AsyncExitStack, platform: Platform, layout: DemoLayout) -> None:
+async def _start_field(
+    simulators: contextlib.AsyncExitStack, platform: Platform, layout: DemoLayout
+) -> list[GatewayAgent]:
     """Start every simulated device the head-end reads (DLMS meters, Modbus gateway, M-Bus and RS-485
     converters, consumer-port dongles, the radio receiver) on free loopback ports and point the platform
-    at them."""
+    at them; start the OpenAMI gateways with their own field buses, and return their agents."""
     meters = await simulators.enter_async_context(DlmsSimulator("127.0.0.1", pulled_simulators(layout), 0))
     gateway = await simulators.enter_async_context(modbus_gateway(layout))
     mbus = await simulators.enter_async_context(MbusBusSimulator())
@@ -378,6 +399,7 @@ async def _start_field(simulators: contextlib.AsyncExitStack, platform: Platform
         DEMO_TENANT, f"wmbus+tcp://127.0.0.1:{await radio.serve_tcp()}"
     )
     simulators.push_async_callback(receiver.stop)  # before the stick goes: no "line dropped" at the end
+    return await start_gateways(simulators, platform, layout)
 
 
 async def run_once(settings: Settings, *, days: float = 7, progress: Progress | None = None) -> DemoSummary:
@@ -386,9 +408,9 @@ async def run_once(settings: Settings, *, days: float = 7, progress: Progress | 
     try:
         async with contextlib.AsyncExitStack() as simulators:
             layout = await asyncio.to_thread(prepare, platform)
-            await _start_field(simulators, platform, layout)
+            edge = await _start_field(simulators, platform, layout)
             return await backfill(
-                platform, layout, days=days, dlms=dlms_push_meters(layout), progress=progress
+                platform, layout, days=days, dlms=dlms_push_meters(layout), edge=edge, progress=progress
             )
     finally:
         await platform.stop()
@@ -406,8 +428,8 @@ async def run_forever(
     try:
         async with contextlib.AsyncExitStack() as simulators:
             layout = await asyncio.to_thread(prepare, platform)
-            await _start_field(simulators, platform, layout)
-            await _serve_and_feed(platform, layout, days=days, speedup=speedup, on_ready=on_ready)
+            edge = await _start_field(simulators, platform, layout)
+            await _serve_and_feed(platform, layout, days=days, speedup=speedup, edge=edge, on_ready=on_ready)
     finally:
         await platform.stop()
 
@@ -418,16 +440,18 @@ async def _serve_and_feed(
     *,
     days: float,
     speedup: float,
+    edge: Sequence[GatewayAgent],
     on_ready: Callable[[DemoSummary], None],
 ) -> None:
-    """Serve the web API while the simulated meters back-fill and then send live data."""
+    """Serve the web API while the simulated meters back-fill and then send live data (the OpenAMI
+    gateways' agents, ``edge``, keep running on their own)."""
     from openami.web.server import web_server
 
     server = web_server(platform)
     dlms = dlms_push_meters(layout)
 
     async def feed() -> None:
-        on_ready(await backfill(platform, layout, days=days, dlms=dlms))
+        on_ready(await backfill(platform, layout, days=days, dlms=dlms, edge=edge))
         await live(platform, layout, speedup=speedup, dlms=dlms)
 
     serving = asyncio.create_task(server.serve(), name="web")

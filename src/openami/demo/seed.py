@@ -12,6 +12,10 @@ Layout (deterministic, so the demo and its tests know what to expect):
   pushes ciphered DataNotifications straight to the head-end over TCP (no gateway). Their system titles
   and keys are derived from the serial (:class:`DlmsDemoMeter`), so the seed, the key vault and the
   simulator agree without sharing state. Those keys are public and for the demo only.
+* Two OpenAMI gateways (:func:`edge_gateways`; the edge agent, :mod:`openami.edge`) in the buildings'
+  plant rooms, one reading wired M-Bus meters behind an M-Bus-to-TCP converter, one reading Modbus
+  sub-meters behind a Modbus TCP gateway, each forwarding sealed batches over the gateway link. Their
+  link keys are derived from the gateway's name (:attr:`EdgeDemoGateway.link_key`): public, demo only.
 
 It is written with set-based Core inserts because it creates a few thousand rows and must start the
 demo in seconds; it is idempotent (a second run finds the tenant and does nothing, except adding the
@@ -60,6 +64,10 @@ FIELD_DEVICE_MODELS: Final = {
     "dsmr": "P1 dongle (TCP)",
     "sml": "optical reading head (TCP bridge)",
 }
+EDGE_GATEWAY_MODEL = "OpenAMI gateway"
+EDGE_GATEWAY_PROTOCOL = "openami-link"
+"""``comm_device.protocol`` of the OpenAMI gateways: they talk over the sealed gateway link
+(``docs/drivers/gateway-link.md``), not the JSON uplink of the virtual gateways (``mqtt-json``)."""
 #: The demo meters' FLAG-style manufacturer prefix of their system titles ("OAM", OpenAMI).
 _DEMO_TITLE_PREFIX: Final = b"OAM"
 
@@ -148,6 +156,36 @@ class RadioDemoMeter:
 
 
 @dataclass(frozen=True)
+class EdgeDemoMeter:
+    """A meter an OpenAMI gateway reads: wired M-Bus (``unit`` = primary address behind the gateway's
+    converter) or Modbus (``unit`` = device id behind its Modbus TCP gateway, ``model`` the register
+    map)."""
+
+    serial: str
+    building: str
+    medium: str
+    protocol: str
+    model: str
+    unit: int
+
+
+@dataclass(frozen=True)
+class EdgeDemoGateway:
+    """An OpenAMI gateway (what ``openami gateway`` runs: a :class:`~openami.edge.agent.GatewayAgent`,
+    which the demo runs in its own process, :mod:`openami.demo.edge`) and the meters it reads. Its
+    32-byte link key is a hash of its name and a published label, like the DLMS meters' keys: anyone
+    can compute it, so it must never protect a real gateway."""
+
+    ident: str
+    building: str
+    meters: tuple[EdgeDemoMeter, ...]
+
+    @property
+    def link_key(self) -> bytes:
+        return hashlib.sha256(f"openami-demo-link:{self.ident}".encode()).digest()
+
+
+@dataclass(frozen=True)
 class DemoLayout:
     tenant_id: int
     meters: list[DemoMeter]
@@ -160,10 +198,17 @@ class DemoLayout:
     """The buildings' sub-meters read over Modbus, wired M-Bus and IEC 62056-21."""
     radio_meters: list[RadioDemoMeter] = field(default_factory=list)
     """The wireless M-Bus meters the head-end's receiver hears."""
+    edge_gateways: list[EdgeDemoGateway] = field(default_factory=list)
+    """The OpenAMI gateways, each with the meters it reads and forwards over the gateway link."""
 
     @property
     def gateways(self) -> list[str]:
+        """The virtual gateways publishing JSON (the OpenAMI gateways are :attr:`edge_gateways`)."""
         return sorted({m.gateway for m in self.meters})
+
+    @property
+    def edge_meters(self) -> list[EdgeDemoMeter]:
+        return [meter for gateway in self.edge_gateways for meter in gateway.meters]
 
 
 def households() -> list[Household]:
@@ -240,6 +285,24 @@ def radio_meters() -> list[RadioDemoMeter]:
     return found
 
 
+def edge_gateways() -> list[EdgeDemoGateway]:
+    """The OpenAMI gateways: GW-EDGE-1 in building B03's boiler room reads two heat and two water
+    meters on wired M-Bus (odd primary addresses heat, even water); GW-EDGE-2 in building B01's plant
+    room reads the EV charger's and the heat pump's electricity meters (Eastron SDM630) and two heat
+    meters on Modbus. Pure, like the rest."""
+    mbus = tuple(
+        EdgeDemoMeter(f"MB-3100000{n}", "B03", "heat" if n % 2 else "water", "mbus", "", n)
+        for n in range(1, 5)
+    )
+    modbus = (
+        EdgeDemoMeter("SDM-EV-B01", "B01", "electricity", "modbus", "eastron-sdm630", 1),
+        EdgeDemoMeter("SDM-HP-B01", "B01", "electricity", "modbus", "eastron-sdm630", 2),
+        EdgeDemoMeter("HEAT-HP-B01", "B01", "heat", "modbus", "openami-heat", 3),
+        EdgeDemoMeter("HEAT-DHW-B01", "B01", "heat", "modbus", "openami-heat", 4),
+    )
+    return [EdgeDemoGateway("GW-EDGE-1", "B03", mbus), EdgeDemoGateway("GW-EDGE-2", "B01", modbus)]
+
+
 def modem_ident(serial: str) -> str:
     """The demo's name for the modem of a polled meter (its address changes with every demo run)."""
     return f"MODEM-{serial}"
@@ -278,6 +341,8 @@ def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
         unknown = [m for m in radio if m.serial not in known]
         if unknown:
             _create_radio_meters(conn, int(tenant_id), unknown, now)
+        edge = edge_gateways()
+        _create_edge(conn, int(tenant_id), edge, now)
     return DemoLayout(
         int(tenant_id),
         [meter for household in layout for meter in household.meters],
@@ -285,6 +350,7 @@ def seed_demo(engine: Engine, *, now: datetime | None = None) -> DemoLayout:
         polled,
         sub_meters,
         radio,
+        edge,
     )
 
 
@@ -333,6 +399,30 @@ def provision_radio_keys(engine: Engine, vault: KeyVault, layout: DemoLayout) ->
             )
             stored += 1
     return stored
+
+
+def provision_edge_keys(engine: Engine, vault: KeyVault, layout: DemoLayout) -> int:
+    """Store each OpenAMI gateway's link key in the key vault (idempotent, like the DLMS keys: a key
+    already stored is left alone, so a restart neither bumps ``key_version`` nor resets the gateway's
+    replay window); returns keys stored. Blocking; run it in a thread."""
+    idents = [gateway.ident for gateway in layout.edge_gateways]
+    with engine.connect() as conn:
+        ids = _device_ids(conn, layout.tenant_id, idents)
+    stored = 0
+    for gateway in layout.edge_gateways:
+        if vault.gateway_key(layout.tenant_id, ids[gateway.ident]) != gateway.link_key:
+            vault.store_gateway_key(layout.tenant_id, ids[gateway.ident], gateway.link_key)
+            stored += 1
+    return stored
+
+
+def _device_ids(conn: Connection, tenant_id: int, idents: list[str]) -> dict[str, int]:
+    rows = conn.execute(
+        select(schema.comm_device.c.ident, schema.comm_device.c.id).where(
+            schema.comm_device.c.tenant_id == tenant_id, schema.comm_device.c.ident.in_(idents)
+        )
+    ).all()
+    return {row.ident: int(row.id) for row in rows}
 
 
 def _meter_ids(conn: Connection, tenant_id: int, serials: list[str]) -> dict[str, int]:
@@ -583,6 +673,45 @@ def _create_radio_meters(
         for m in radio
     ]
     _install(conn, tenant_id, rows, [m.building for m in radio], now)
+
+
+def _create_edge(conn: Connection, tenant_id: int, gateways: list[EdgeDemoGateway], now: datetime) -> None:
+    """The OpenAMI gateways and their meters, whichever are missing (a demo database seeded before
+    they existed gets them). The gateways have no address: the head-end never reads their meters itself,
+    the gateways forward what they read."""
+    known = _device_ids(conn, tenant_id, [g.ident for g in gateways])
+    missing = [g for g in gateways if g.ident not in known]
+    created = _insert(
+        conn,
+        schema.comm_device,
+        [
+            {
+                "tenant_id": tenant_id,
+                "ident": g.ident,
+                "kind": "gateway",
+                "model": EDGE_GATEWAY_MODEL,
+                "protocol": EDGE_GATEWAY_PROTOCOL,
+            }
+            for g in missing
+        ],
+    )
+    known.update(zip([g.ident for g in missing], created, strict=True))
+    meters = [(g, m) for g in gateways for m in g.meters]
+    present = _meter_ids(conn, tenant_id, [m.serial for _, m in meters])
+    new = [(g, m) for g, m in meters if m.serial not in present]
+    if not new:
+        return
+    rows = [
+        {
+            "serial": m.serial,
+            "medium": m.medium,
+            "protocol": m.protocol,
+            "model": m.model,
+            "comm_device_id": known[g.ident],
+        }
+        for g, m in new
+    ]
+    _install(conn, tenant_id, rows, [m.building for _, m in new], now)
 
 
 def _install(

@@ -184,7 +184,7 @@ def test_expected_fields_among_decoded_values() -> None:
     print(
         f"\nwmbusmeters standard OMS fields: {found}/{total} = {share:.1%} over {len(standard)} rows;"
         f" all rows with records: {all_found}/{all_total} = {all_found / all_total:.1%} over {len(rows)};"
-        f" {len(_rows()) - len(rows)} rows without records (manufacturer CI, compact frames of an unseen format)"
+        f" {len(_rows()) - len(rows)} rows without records (manufacturer CI, unseen compact formats)"
     )
     assert share >= FIELD_SHARE_GOAL
 
