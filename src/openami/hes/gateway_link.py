@@ -786,7 +786,7 @@ class GatewayLinkListener:
     ) -> bool:
         """Seal and publish one downlink envelope under a fresh number; False (logged) when it could not
         go out (the gateway then sends its envelope again, or asks again)."""
-        if not self._subscriber.connected:
+        if not self._subscriber.can_publish:
             self.stats.downlinks_failed += 1
             log.info("gateway %s/%s: %s not sent: not connected", state.tenant, state.gateway, kind.name)
             return False

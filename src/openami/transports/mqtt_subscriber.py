@@ -91,6 +91,11 @@ class MqttSubscriber:
         return self._subscribed.is_set()
 
     @property
+    def can_publish(self) -> bool:
+        """A connection is open: subscribed, or closing and draining its pending answers."""
+        return self._client is not None
+
+    @property
     def filters(self) -> list[tuple[str, int]]:
         """What is (or will be) subscribed, for the protocol version in use."""
         return list(self._filters(self.mqtt5) if callable(self._filters) else self._filters)
@@ -124,8 +129,8 @@ class MqttSubscriber:
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, timeout_s: float = 10.0) -> None:
         """Publish on the subscription's connection; :class:`ConnectError` while disconnected or when the
         broker does not take it within ``timeout_s``."""
-        client = self._client
-        if client is None or not self.connected:
+        client = self._client  # still set while a closing connection drains its pending answers
+        if client is None:
             raise ConnectError(f"{self.name}: not connected to {parse_mqtt_url(self.url).display}")
         try:
             await client.publish(topic, payload, qos=qos, timeout=timeout_s)
@@ -161,6 +166,7 @@ class MqttSubscriber:
                         async for message in client.messages:
                             await self._handle_to_completion(message)
                     finally:
+                        self._subscribed.clear()  # /health says so at once, not after the drain
                         if self._on_disconnect is not None:
                             await self._on_disconnect()  # pending answers go out on this connection
             except MqttConnectError as exc:
