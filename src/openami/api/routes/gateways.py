@@ -33,6 +33,7 @@ from openami.api.deps import Context, require
 from openami.api.pagination import Page, after_id, id_cursor
 from openami.api.schemas import GatewayIn, GatewayQuery, HistoryQuery, PendingDeviceQuery
 from openami.hes.gateway_link_store import (
+    LinkStatus,
     PendingDevice,
     decide_pending,
     link_status,
@@ -58,25 +59,6 @@ Reader = Annotated[Principal, Depends(require("gateways:read"))]
 Writer = Annotated[Principal, Depends(require("gateways:write"))]
 
 link_router = APIRouter(prefix="/gateways", tags=["gateways"], responses=AUTH_RESPONSES)
-
-
-class GatewayLinkOut(BaseModel):
-    """A gateway's link as the head-end knows it; ``backlog_readings`` and ``unacked_batches`` come from
-    its last health report."""
-
-    gateway_id: int
-    ident: str
-    key_present: bool
-    key_version: int | None
-    key_created_at: datetime | None
-    last_seen_at: datetime | None
-    health: dict[str, Any] | None
-    health_at: datetime | None
-    backlog_readings: int | None
-    unacked_batches: int | None
-    window_highest: int | None
-    next_downlink_seq: int | None
-    config_version: int | None
 
 
 class GatewayLinkKeyOut(BaseModel):
@@ -202,14 +184,14 @@ def reject_pending_device(context: Context, principal: Writer, item_id: ItemId) 
 
 @link_router.get(
     "/{item_id}/link",
-    response_model=GatewayLinkOut,
+    response_model=LinkStatus,  # the store's dataclass: the API shows it as it is, never the key
     responses=NOT_FOUND,
     summary="A gateway's link: key present, last seen, health, replay window",
 )
 def get_link(context: Context, principal: Reader, item_id: ItemId) -> Any:
     with context.engine.connect() as conn:
         status = link_status(conn, principal.scope, item_id)
-    return GatewayLinkOut.model_validate(status, from_attributes=True)
+    return status
 
 
 @link_router.get(
