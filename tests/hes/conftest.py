@@ -9,18 +9,13 @@ from pathlib import Path
 import pytest
 
 from openami.app import Platform
-from openami.config import Settings
+from tests.hes.support import platform_settings
 
 
 @pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'hes.sqlite3'}",
-        mqtt_embedded_port=0,
-        dlms_push_port=0,
-        poll_interval_s=0,
-        ingest_flush_ms=20,
+    settings = platform_settings(
+        tmp_path,
     )
     running = Platform.build(settings)
     await running.start()

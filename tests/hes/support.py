@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from openami.bus.base import Message
 from openami.bus.messages import Reading, ReadingBatch
+from openami.config import Settings
 from openami.hes.rejected import RejectedMessage
+
+
+def platform_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """A platform on embedded defaults for tests: SQLite in ``tmp_path``, free ports, no polling (tests run
+    collection rounds themselves), quick ingest flushes; ``overrides`` on top."""
+    base: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "database_url": f"sqlite:///{tmp_path / 'hes.sqlite3'}",
+        "mqtt_embedded_port": 0,
+        "dlms_push_port": 0,
+        "poll_interval_s": 0,
+        "ingest_flush_ms": 20,
+    }
+    return Settings(**{**base, **overrides})
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

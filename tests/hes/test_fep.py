@@ -35,7 +35,7 @@ from openami.simulator.dlms_server import build_meters, hdlc_address
 from openami.store.schema import channel, comm_device, meter, register_read, tenant
 from openami.transports.errors import PortInUseError
 from tests.drivers.dlms.test_client_simulator import expected_rows
-from tests.hes.support import until
+from tests.hes.support import platform_settings, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -646,13 +646,8 @@ async def test_the_platform_runs_the_fep_from_its_settings(
     tmp_path: Path, make_modem: ModemFactory, clock: Clock
 ) -> None:
     """``fep_enabled``: the platform's FEP holds the modem and its own DLMS collector reads through it."""
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'hes.sqlite3'}",
-        mqtt_embedded_port=0,
-        dlms_push_port=0,
-        poll_interval_s=0,
-        ingest_flush_ms=20,
+    settings = platform_settings(
+        tmp_path,
         fep_enabled=True,
         fep_port=0,
         fep_allow=["127.0.0.0/8"],

@@ -22,7 +22,7 @@ from openami.protocols.wmbus.encode import encode_telegram, make_address, number
 from openami.protocols.wmbus.link import parse_link
 from openami.store.schema import channel, comm_device, meter, register_read, tenant
 from openami.transports.mqtt import make_client
-from tests.hes.support import Rejections, until
+from tests.hes.support import Rejections, platform_settings, until
 from tests.protocols.lorawan.events import APPLICATION, join, status, uplink
 from tests.protocols.lorawan.test_codecs import STANDARD
 
@@ -234,13 +234,8 @@ async def test_downlinks_reach_chirpstack_s_command_topic(
 
 
 async def test_the_platform_runs_the_listener_from_its_settings(tmp_path: Path) -> None:
-    settings = Settings(
-        data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'hes.sqlite3'}",
-        mqtt_embedded_port=0,
-        dlms_push_port=0,
-        poll_interval_s=0,
-        ingest_flush_ms=20,
+    settings = platform_settings(
+        tmp_path,
         lorawan_mqtt_url="platform",
         lorawan_profiles={"DME HYDRUS OMS": "oms"},
     )

@@ -17,7 +17,7 @@ from openami.hes.wmbus_receiver import WmbusReceiverInput
 from openami.simulator.wmbus_meter import SimulatedReceiver, SimulatedWmbusGateway, SimulatedWmbusMeter
 from openami.store.schema import channel, meter, register_read, tenant
 from openami.transports.mqtt import make_client
-from tests.hes.support import Rejections, until
+from tests.hes.support import Rejections, platform_settings, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -166,13 +166,8 @@ async def test_receivers_named_in_the_settings_run_with_the_platform(tmp_path: P
     water = SimulatedWmbusMeter("55555555", "water", key=WATER_KEY, **FAST)  # type: ignore[arg-type]
     async with SimulatedReceiver([water]) as stick:
         port = await stick.serve_tcp()
-        settings = Settings(
-            data_dir=tmp_path,
-            database_url=f"sqlite:///{tmp_path / 'hes.sqlite3'}",
-            mqtt_embedded_port=0,
-            dlms_push_port=0,
-            poll_interval_s=0,
-            ingest_flush_ms=20,
+        settings = platform_settings(
+            tmp_path,
             wmbus_receivers={"acme": [f"wmbus+tcp://127.0.0.1:{port}"]},
         )
         platform = Platform.build(settings)
