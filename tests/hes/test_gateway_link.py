@@ -692,3 +692,59 @@ async def test_the_link_can_be_switched_off(tmp_path: Path) -> None:
         assert "gateway_link" not in running.health()
     finally:
         await running.stop()
+
+
+async def test_the_api_pushes_the_registry_s_meter_list(platform: Platform, gateway: Gateway) -> None:
+    """``POST /gateways/{id}/link/config``: the meters whose devices hang below the gateway, with their
+    addresses, reach it as a CONFIG envelope; meters without an address are reported, not sent."""
+    import httpx
+
+    from openami.security.bootstrap import ensure_user
+    from openami.security.service import AuthService
+    from openami.store.schema import comm_device
+    from openami.store.schema import tenant as tenant_table
+    from openami.web.server import build_web_app
+
+    with platform.engine.begin() as conn:  # the gateway fixture provisioned the tenant and GW-1..3
+        ids = {"tenant": conn.execute(select(tenant_table.c.id)).scalar_one()}
+        for ident in ("GW-1", "GW-3"):
+            ids[ident] = conn.execute(
+                select(comm_device.c.id).where(comm_device.c.ident == ident)
+            ).scalar_one()
+        converter = repo.comm_devices.create(
+            conn,
+            ids["tenant"],
+            {
+                "ident": "MBC-1",
+                "kind": "modem",
+                "parent_id": ids["GW-1"],
+                "address": "mbus+tcp://10.0.0.9:10001?primary=7",
+            },
+        ).id
+        values = {"serial": "MB-7", "medium": "heat", "protocol": "mbus", "comm_device_id": converter}
+        repo.meters.create(conn, ids["tenant"], values)
+    ensure_user(platform.engine, TENANT, "olga", "operator password 1", role="operator")
+    token = AuthService(platform.engine).authenticate(TENANT, "olga", "operator password 1").token
+    headers = {"Authorization": f"Bearer {token}"}
+    # In the platform's own event loop, as uvicorn runs the API (a TestClient would run it in another).
+    transport = httpx.ASGITransport(app=build_web_app(platform))
+    async with httpx.AsyncClient(transport=transport, base_url="http://hes") as client:
+        answer = await client.post(
+            f"/gateways/{ids['GW-1']}/link/config", json={"poll_interval_s": 600}, headers=headers
+        )
+        assert answer.status_code == 202, answer.text
+        pushed = answer.json()
+        assert (pushed["gateway_id"], pushed["ident"], pushed["version"]) == (ids["GW-1"], "GW-1", 1)
+        assert (pushed["meters"], pushed["skipped"]) == (1, ["MB-1", "MB-2"])
+        envelope, body = await gateway.receive()
+        assert envelope.kind is Kind.CONFIG and body["poll_interval_s"] == 600
+        assert body["meters"] == [
+            {
+                "serial": "MB-7",
+                "protocol": "mbus",
+                "address": "mbus+tcp://10.0.0.9:10001?primary=7",
+                "model": "",
+            }
+        ]
+        no_key = await client.post(f"/gateways/{ids['GW-3']}/link/config", json={}, headers=headers)
+        assert no_key.status_code == 409

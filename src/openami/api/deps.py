@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from openami.config import Settings
 from openami.hes.commands import CommandService
+from openami.hes.gateway_link import GatewayLinkListener
 from openami.hes.http_push import UplinkPushService
 from openami.security.audit import AuditLog
 from openami.security.errors import AuthenticationFailed
@@ -46,6 +47,8 @@ class ApiContext:
     health: Callable[[], dict[str, Any]] = _no_components
     audit: AuditLog = field(default_factory=AuditLog)
     commands: CommandService | None = None
+    gateway_link: GatewayLinkListener | None = None
+    """Pushes configuration to OpenAMI gateways (None: the endpoint answers 503)."""
     uplinks: UplinkPushService | None = None
     """Takes gateways' HTTP uplinks onto the bus (None: POST /uplinks answers 503)."""
     vault: KeyVault | None = None

@@ -30,7 +30,15 @@ from openami.security.keyvault import GATEWAY_KINDS, KeyVault, KeyVaultError
 from openami.store.errors import Conflict, NotFound
 from openami.store.repositories.base import Scope, dialect_insert
 from openami.store.repositories.catalog import comm_devices
-from openami.store.schema import PENDING_DEVICE_STATUSES, comm_device, gateway_link, pending_device, tenant
+from openami.store.repositories.topology import subtree
+from openami.store.schema import (
+    PENDING_DEVICE_STATUSES,
+    comm_device,
+    gateway_link,
+    meter,
+    pending_device,
+    tenant,
+)
 
 __all__ = [
     "MAX_STORED_SEQ",
@@ -476,3 +484,42 @@ def decide_pending(
             )
         device = conn.execute(select(*_PENDING_COLUMNS).where(row)).one()
     return PendingDevice(**device._mapping)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """What a CONFIG envelope tells a gateway: the meters it reads and, optionally, how often."""
+
+    gateway_id: int
+    ident: str
+    meters: list[dict[str, str]]
+    skipped: list[str]
+    """Serials of meters under the gateway that have no address on their device (nothing to read)."""
+
+
+def gateway_config(conn: Connection, scope: Scope, gateway_id: int) -> GatewayConfig:
+    """The meter list of a gateway as the registry has it: every active meter whose device (a modem or
+    converter entry carrying the meter's address, ``mbus+serial://...``) hangs below the gateway."""
+    device = comm_devices.get(conn, scope, gateway_id)
+    if device.kind not in GATEWAY_KINDS:
+        raise InvalidInput(f"device {gateway_id} is a {device.kind}: only gateways and concentrators link")
+    tree = subtree(scope.tenant_id, device.id)
+    rows = conn.execute(
+        select(meter.c.serial, meter.c.protocol, meter.c.model, comm_device.c.address, comm_device.c.id)
+        .join(comm_device, comm_device.c.id == meter.c.comm_device_id)
+        .where(
+            meter.c.tenant_id == scope.tenant_id,
+            meter.c.status == "active",
+            meter.c.comm_device_id.in_(select(tree.c.id)),
+        )
+        .order_by(meter.c.serial)
+    ).all()
+    meters, skipped = [], []
+    for row in rows:
+        if row.id == device.id or not row.address:
+            skipped.append(row.serial)  # on the gateway itself, or no address: the gateway cannot poll it
+            continue
+        meters.append(
+            {"serial": row.serial, "protocol": row.protocol, "address": row.address, "model": row.model or ""}
+        )
+    return GatewayConfig(device.id, device.ident, meters, skipped)

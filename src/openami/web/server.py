@@ -43,6 +43,7 @@ def build_web_app(platform: Platform) -> FastAPI:
         commands=platform.commands,
         vault=platform.vault,
         uplinks=UplinkPushService(platform.engine, platform.bus),
+        gateway_link=platform.gateway_link,
     )
     app = create_api(context)
     app.add_api_route("/", _landing_page(platform), methods=["GET"], include_in_schema=False)
