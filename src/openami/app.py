@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,6 +26,7 @@ from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
 from openami.hes.dlms_push import DlmsPushListener
 from openami.hes.fep import DEFAULT_IDENT_PATTERN, FrontEndProcessor
 from openami.hes.gateway_link import GatewayLinkListener
+from openami.hes.gateway_link_store import DiscoveredDevice, file_discoveries
 from openami.hes.iec_collector import IecCollector
 from openami.hes.lorawan import ChirpStackListener
 from openami.hes.mbus_collector import MbusCollector
@@ -134,6 +135,7 @@ class Platform:
             self.bus,
             on_rejected=self._keep_rejected("mqtt-json"),
             wmbus=wmbus,
+            discoveries=self._file_discoveries,
         )
         await listener.start()
         self.listener = listener
@@ -349,6 +351,18 @@ class Platform:
     async def settle(self, timeout_s: float = 60.0) -> None:
         """Wait until everything published so far is stored (the demo's --once and tests use it)."""
         await self.bus.drain(timeout_s=timeout_s)
+
+    async def _file_discoveries(
+        self, tenant: str, gateway: str, devices: list[DiscoveredDevice], seen_at: datetime
+    ) -> None:
+        """Meters a gateway's wM-Bus receiver heard asking to be installed become pending devices."""
+        if not await asyncio.to_thread(file_discoveries, self.engine, tenant, gateway, devices, seen_at):
+            log.info(
+                "%d wM-Bus installation requests via unregistered gateway %s/%s",
+                len(devices),
+                tenant,
+                gateway,
+            )
 
     def _keep_rejected(self, source: str) -> Callable[[RejectedMessage], Awaitable[None]]:
         """The dead-letter handler of one listener: what it could not accept goes to rejected_message."""

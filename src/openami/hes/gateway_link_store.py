@@ -50,6 +50,7 @@ __all__ = [
     "ProvisionedKey",
     "UnknownGateway",
     "decide_pending",
+    "file_discoveries",
     "link_status",
     "list_pending",
     "provision_key",
@@ -185,7 +186,7 @@ class GatewayLinkStore:
             conn.execute(update(gateway_link).where(row).values(**values))
             self._seen(conn, state, now)
             if discovered:
-                _upsert_pending(conn, state, discovered, now)
+                _upsert_pending(conn, state.tenant_id, state.comm_device_id, discovered, now)
         return True
 
     def touch(self, state: LinkState, now: datetime) -> None:
@@ -241,14 +242,14 @@ class GatewayLinkStore:
 
 
 def _upsert_pending(
-    conn: Connection, state: LinkState, devices: Sequence[DiscoveredDevice], now: datetime
+    conn: Connection, tenant_id: int, device_id: int, devices: Sequence[DiscoveredDevice], now: datetime
 ) -> None:
     """New devices are filed as pending; known ones get their details and last_seen_at refreshed, and
     keep their status (a rejected device reported again stays rejected)."""
     for device in devices:
         statement = dialect_insert(conn, pending_device).values(
-            tenant_id=state.tenant_id,
-            comm_device_id=state.comm_device_id,
+            tenant_id=tenant_id,
+            comm_device_id=device_id,
             protocol=device.protocol,
             ident=device.ident,
             address=device.address,
@@ -269,6 +270,24 @@ def _upsert_pending(
                 },
             )
         )
+
+
+def file_discoveries(
+    engine: Engine, tenant_slug: str, gateway: str, devices: Sequence[DiscoveredDevice], seen_at: datetime
+) -> bool:
+    """File devices a gateway heard (wM-Bus installation telegrams it forwarded) as pending, as a
+    DISCOVERY envelope would. False when the gateway is not registered in the tenant (nothing filed:
+    an operator can only approve what a known gateway reached). Blocking."""
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(comm_device.c.id, comm_device.c.tenant_id)
+            .join(tenant, tenant.c.id == comm_device.c.tenant_id)
+            .where(tenant.c.slug == tenant_slug, comm_device.c.ident == gateway)
+        ).first()
+        if row is None:
+            return False
+        _upsert_pending(conn, int(row.tenant_id), int(row.id), devices, seen_at)
+    return True
 
 
 # -- the API's view ----------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,6 +35,7 @@ from openami.drivers.mqtt_json import (
     uplink_filter,
 )
 from openami.drivers.mqtt_json.topics import WMBUS_LEAF
+from openami.hes.gateway_link_store import DiscoveredDevice
 from openami.hes.rejected import RejectedHandler, hand_over
 from openami.hes.uplinks import (
     MAX_BUS_MESSAGE_BYTES,
@@ -61,6 +63,10 @@ class ListenerStats:
     events: int = 0
 
 
+DiscoveryHandler = Callable[[str, str, list[DiscoveredDevice], datetime], Awaitable[None]]
+"""``(tenant, gateway, devices, seen_at)``: meters a gateway's receiver heard asking to be installed."""
+
+
 class MqttGatewayListener:
     """Subscribes to gateway uplinks on an MQTT broker and publishes their readings on the bus.
 
@@ -82,6 +88,7 @@ class MqttGatewayListener:
         connect_timeout_s: float = 10.0,
         max_bus_message_bytes: int = MAX_BUS_MESSAGE_BYTES,
         wmbus: WmbusIngest | None = None,
+        discoveries: DiscoveryHandler | None = None,
     ) -> None:
         filters = [(uplink_filter(topic_prefix), UPLINK_QOS)]
         if wmbus is not None:
@@ -101,6 +108,7 @@ class MqttGatewayListener:
         self._on_rejected = on_rejected
         self._max_bus_message_bytes = max_bus_message_bytes
         self._wmbus = wmbus
+        self._discoveries = discoveries
         self.stats = ListenerStats()
 
     @property
@@ -139,9 +147,13 @@ class MqttGatewayListener:
         if result.rejected:
             reason = "; ".join(result.rejected[:10])
             await hand_over(self._on_rejected, topic, tenant, reason, payload, received_at)
-        if result.batch is None:
+        if result.discovered and self._discoveries is not None:
+            await self._discoveries(tenant, gateway, result.discovered, received_at)
+        if result.batch is None and not result.discovered:
             raise GatewayPayloadError("no usable wM-Bus telegram in the message")
-        return tenant, gateway, result.batch, split_batch(result.batch, self._max_bus_message_bytes)
+        batch = result.batch or ReadingBatch(tenant=tenant, source="wmbus", received_at=received_at)
+        parts = split_batch(batch, self._max_bus_message_bytes) if result.batch is not None else []
+        return tenant, gateway, batch, parts
 
     async def _handle(self, topic: str, payload: bytes) -> None:
         self.stats.received += 1

@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from openami.bus.messages import ReadingBatch, Series
+from openami.hes.gateway_link_store import DiscoveredDevice
 from openami.protocols.mbus.channels import channel_codes
 from openami.protocols.wmbus import (
+    Address,
     FormatCache,
     KeyRequiredError,
     WmbusError,
@@ -47,10 +49,12 @@ MAX_LINES = 5000
 
 @dataclass
 class WmbusResult:
-    """What one forwarded message gave: its readings and, per line it could not use, the reason."""
+    """What one forwarded message gave: its readings, per line it could not use the reason, and the
+    meters that asked to be installed (SND-IR) without a key here: candidates for an operator."""
 
     batch: ReadingBatch | None
     rejected: list[str] = field(default_factory=list)
+    discovered: list[DiscoveredDevice] = field(default_factory=list)
 
 
 class WmbusIngest:
@@ -63,12 +67,19 @@ class WmbusIngest:
     async def handle(self, tenant: str, text: str, received_at: datetime) -> WmbusResult:
         series: list[Series] = []
         rejected: list[str] = []
+        discovered: dict[str, DiscoveredDevice] = {}
         lines = text.splitlines()
         if len(lines) > MAX_LINES:
             return WmbusResult(None, [f"{len(lines)} lines in one message, more than {MAX_LINES}"])
         for number, line in enumerate(lines, start=1):
             try:
                 serial, telegram = await self._decode_line(tenant, line)
+            except _Unknown as exc:
+                if exc.installation:  # a new meter asking to be installed: not an error
+                    discovered[exc.address.id] = _discovered(exc.address)
+                else:
+                    rejected.append(f"line {number}: {exc}")
+                continue
             except (WmbusError, _Refused) as exc:
                 rejected.append(f"line {number}: {exc}")
                 continue
@@ -87,7 +98,7 @@ class WmbusIngest:
         batch = None
         if series:
             batch = ReadingBatch(tenant=tenant, source=SOURCE, received_at=received_at, series=series)
-        return WmbusResult(batch, rejected)
+        return WmbusResult(batch, rejected, list(discovered.values()))
 
     async def _decode_line(self, tenant: str, line: str) -> tuple[str, WmbusTelegram | None]:
         received = parse_line(line)
@@ -115,9 +126,35 @@ class WmbusIngest:
         except SecurityError as exc:
             raise _Refused(f"keys of {title.hex().upper()}: {exc}") from None
         if keys is None or keys.encryption_key is None:
-            raise _Refused(f"no key stored for wM-Bus address {title.hex().upper()}")
+            link = parse_link(frame)
+            raise _Unknown(
+                f"no key stored for wM-Bus address {title.hex().upper()}", link.address, link.is_installation
+            )
         return keys
 
 
 class _Refused(Exception):
     """A telegram that decodes but may not be used here (no key, another tenant's meter)."""
+
+
+class _Unknown(_Refused):
+    """An encrypted telegram of a meter the vault has no key for; ``installation``: it was an SND-IR."""
+
+    def __init__(self, reason: str, address: Address, installation: bool) -> None:
+        super().__init__(reason)
+        self.address, self.installation = address, installation
+
+
+def _discovered(address: Address) -> DiscoveredDevice:
+    return DiscoveredDevice(
+        protocol="wmbus",
+        ident=address.id,
+        address=address.to_bytes().hex().upper(),
+        manufacturer=address.manufacturer,
+        medium=_MEDIA.get(address.device_type),
+    )
+
+
+#: Device types (EN 13757-7) to the media the meter table knows.
+_MEDIA = {0x02: "electricity", 0x03: "gas", 0x04: "heat", 0x06: "water", 0x07: "water", 0x0C: "heat",
+          0x0D: "heat", 0x15: "water", 0x16: "water", 0x08: "heat"}  # fmt: skip
