@@ -103,7 +103,6 @@ def write_config(
         uplink=uplink,
         meters=meter_entries(gateway, port),
         poll_interval_s=poll_interval_s,
-        compression="zlib",  # zstd needs the edge extra, which the demo's plain install lacks
     )
     path = directory / "gateway.toml"
     path.write_text(f"# OpenAMI demo gateway {gateway.ident}: written by `openami demo` for this run\n{text}")

@@ -316,7 +316,7 @@ class GatewayConfig(_Strict):
             try:
                 import zstandard  # noqa: F401
             except ImportError:
-                raise ValueError("zstd needs the zstandard package (pip install 'openami[edge]')") from None
+                raise ValueError("zstd needs the zstandard package (pip install zstandard)") from None
         return value
 
     @model_validator(mode="after")

@@ -116,7 +116,7 @@ def _check_key(key: bytes) -> AESGCM:
 def _zstd() -> object:
     try:
         import zstandard
-    except ImportError:  # pragma: no cover - installed with the dev and edge extras
+    except ImportError:  # pragma: no cover - a core dependency; only a broken install lacks it
         raise EnvelopeFormatError("zstd compression needs the 'zstandard' package") from None
     return zstandard
 
