@@ -84,6 +84,28 @@ def page_of(items: list[T], limit: int) -> Page[Any]:
     return Page(items=items, next_cursor=cursor)
 
 
+class HistoryFetch(Protocol):
+    """A history read of one item: ``fetch(conn, scope, item_id, since=, until=, after_id=, limit=)``."""
+
+    def __call__(
+        self, conn: Connection, scope: Scope, item_id: int, /, *, since: Any, until: Any,
+        after_id: int | None, limit: int,
+    ) -> list[Any]: ...  # fmt: skip
+
+
+def history_page(
+    context: ApiContext, scope: Scope, item_id: int, query: Any, fetch: HistoryFetch
+) -> Page[Any]:
+    """One page of an item's history (``query``: a ``HistoryQuery``, periods overlapping [since, until))."""
+    limit = clamp_limit(query.limit)
+    with context.engine.connect() as conn:
+        items = fetch(
+            conn, scope, item_id, since=query.since, until=query.until, after_id=after_id(query.cursor),
+            limit=limit,
+        )  # fmt: skip
+    return page_of(items, limit)
+
+
 def list_page(context: ApiContext, scope: Scope, resource: Resource[T], query: ListQuery) -> Page[Any]:
     limit = clamp_limit(query.limit)
     with context.engine.connect() as conn:

@@ -29,9 +29,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from openami.api.crud import AUTH_RESPONSES, NOT_FOUND, ItemId, Resource, page_of, resource_router
+from openami.api.crud import (
+    AUTH_RESPONSES,
+    NOT_FOUND,
+    ItemId,
+    Resource,
+    history_page,
+    page_of,
+    resource_router,
+)
 from openami.api.deps import Context, require
-from openami.api.pagination import Page, after_id, id_cursor
+from openami.api.pagination import Page, after_id
 from openami.api.problems import Problem
 from openami.api.schemas import GatewayIn, GatewayQuery, HistoryQuery, PendingDeviceQuery
 from openami.hes.gateway_link_store import (
@@ -77,21 +85,6 @@ class GatewayLinkKeyOut(BaseModel):
     """64 hex digits (32 bytes, AES-256)."""
 
 
-class PendingDeviceOut(BaseModel):
-    id: int
-    gateway_id: int
-    protocol: str
-    address: str
-    ident: str
-    manufacturer: str
-    medium: str | None
-    first_seen_at: datetime
-    last_seen_at: datetime
-    status: str
-    decided_at: datetime | None
-    decided_by: str | None
-
-
 class TopologyMeterOut(BaseModel):
     """A meter read through a device now; ``since``, ``source``, ``hops`` and ``quality`` are those of
     its current route (``hops``: the mesh idents from the meter's neighbour to the gateway, ``[]`` for a
@@ -135,13 +128,9 @@ class GatewayTopologyOut(BaseModel):
     tree: TopologyDeviceOut
 
 
-def _pending_out(device: PendingDevice) -> PendingDeviceOut:
-    return PendingDeviceOut.model_validate(device, from_attributes=True)
-
-
 @link_router.get(
     "/pending-devices",
-    response_model=Page[PendingDeviceOut],
+    response_model=Page[PendingDevice],
     summary="List devices discovered by gateways",
 )
 def list_pending_devices(
@@ -157,20 +146,18 @@ def list_pending_devices(
             after_id=after_id(query.cursor),
             limit=limit,
         )
-    cursor = id_cursor(items[-1].id) if items and len(items) == limit else None
-    return Page(items=[_pending_out(item) for item in items], next_cursor=cursor)
+    return page_of(items, limit)
 
 
 def _decide(
     context: Context, principal: Principal, item_id: int, status: Literal["approved", "rejected"]
 ) -> Any:
-    device = decide_pending(context.engine, context.audit, principal.scope, item_id, status, principal.actor)
-    return _pending_out(device)
+    return decide_pending(context.engine, context.audit, principal.scope, item_id, status, principal.actor)
 
 
 @link_router.post(
     "/pending-devices/{item_id}/approve",
-    response_model=PendingDeviceOut,
+    response_model=PendingDevice,
     responses=NOT_FOUND,
     summary="Approve a discovered device (status only: commission the meter with POST /meters)",
 )
@@ -180,7 +167,7 @@ def approve_pending_device(context: Context, principal: Writer, item_id: ItemId)
 
 @link_router.post(
     "/pending-devices/{item_id}/reject",
-    response_model=PendingDeviceOut,
+    response_model=PendingDevice,
     responses=NOT_FOUND,
     summary="Reject a discovered device",
 )
@@ -293,18 +280,7 @@ def get_topology(context: Context, principal: Reader, item_id: ItemId) -> Any:
 def list_parents(
     context: Context, principal: Reader, item_id: ItemId, query: Annotated[HistoryQuery, Query()]
 ) -> Any:
-    limit = clamp_limit(query.limit)
-    with context.engine.connect() as conn:
-        items = parents_of(
-            conn,
-            principal.scope,
-            item_id,
-            since=query.since,
-            until=query.until,
-            after_id=after_id(query.cursor),
-            limit=limit,
-        )
-    return page_of(items, limit)
+    return history_page(context, principal.scope, item_id, query, parents_of)
 
 
 @link_router.post(

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
-from openami.api.crud import NOT_FOUND, ItemId, Resource, list_page, page_of, resource_router
+from openami.api.crud import NOT_FOUND, ItemId, Resource, history_page, list_page, resource_router
 from openami.api.deps import Context, require
-from openami.api.pagination import Page, after_id
+from openami.api.pagination import Page
 from openami.api.routes.channels import CHANNELS
 from openami.api.schemas import ChannelQuery, HistoryQuery, InstallationIn, MeterIn, MeterQuery
 from openami.hes.topology import RoutePeriod, routes_of
@@ -21,7 +21,6 @@ from openami.store.repositories import (
     Channel,
     Meter,
     MeterInstallation,
-    clamp_limit,
     install_meter,
     meters,
 )
@@ -92,15 +91,4 @@ def list_meter_routes(
     context: Context, principal: Reader, item_id: ItemId, query: Annotated[HistoryQuery, Query()]
 ) -> Page[Any]:
     principal.require("gateways:read")
-    limit = clamp_limit(query.limit)
-    with context.engine.connect() as conn:
-        items = routes_of(
-            conn,
-            principal.scope,
-            item_id,
-            since=query.since,
-            until=query.until,
-            after_id=after_id(query.cursor),
-            limit=limit,
-        )
-    return page_of(items, limit)
+    return history_page(context, principal.scope, item_id, query, routes_of)
