@@ -136,6 +136,10 @@ class Archive:
         if "refused" not in columns:  # archives created before refusals were recorded
             self._db.execute("ALTER TABLE outbox ADD COLUMN refused TEXT")
         self._seed_counter(int(time.time() * 1000) if first_seq is None else first_seq)
+        if self._db.execute("SELECT 1 FROM counter WHERE name = 'readings'").fetchone() is None:
+            # Kept as a running total so health reports never count millions of rows; counted once here
+            # for archives created before the total was kept.
+            self._db.execute("INSERT INTO counter (name, value) SELECT 'readings', count(*) FROM reading")
 
     def _seed_counter(self, first_seq: int) -> None:
         """Start a new archive's uplink numbering at ``first_seq`` (module docstring)."""
@@ -179,21 +183,7 @@ class Archive:
 
     def add_readings(self, readings: Iterable[ArchivedReading]) -> int:
         """Store readings; ones already archived (same meter, channel and ts) are ignored. New rows."""
-        rows = [
-            (r.meter, r.channel, _epoch(r.ts), r.unit, r.kind, r.interval_s, float(r.value), r.quality)
-            for r in readings
-        ]
-
-        def work(db: sqlite3.Connection) -> int:
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO reading (meter, channel, ts, unit, kind, interval_s, value, quality)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            return db.total_changes - before
-
-        return int(self._tx(work))
+        return self.add(readings)[0]
 
     def add_event(
         self,
@@ -234,6 +224,7 @@ class Archive:
                 rows,
             )
             added = db.total_changes - before
+            _bump(db, "readings", added)
             new_events = []
             for e in wanted:
                 cursor = db.execute(
@@ -406,17 +397,14 @@ class Archive:
                 (cutoff,),
             ).fetchone()[0]
             readings = db.execute("DELETE FROM reading WHERE ts < ?", (cutoff,)).rowcount
+            _bump(db, "readings", -readings)
             events = db.execute("DELETE FROM event WHERE ts < ?", (cutoff,)).rowcount
             batches = db.execute(
                 "DELETE FROM outbox WHERE created < ? AND seq NOT IN (SELECT DISTINCT batch FROM reading"
                 " WHERE batch IS NOT NULL UNION SELECT DISTINCT batch FROM event WHERE batch IS NOT NULL)",
                 (cutoff,),
             ).rowcount
-            db.execute(
-                "INSERT INTO counter (name, value) VALUES ('dropped_unsent', ?)"
-                " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                (unsent,),
-            )
+            _bump(db, "dropped_unsent", unsent)
             return {"readings": readings, "events": events, "batches": batches, "dropped_unsent": unsent}
 
         result: dict[str, int] = self._tx(work)
@@ -445,7 +433,7 @@ class Archive:
                 "SELECT count(*), coalesce(sum(readings), 0) FROM outbox WHERE acked IS NULL"
             )
             batches, in_flight = unacked.fetchone()
-            total = db.execute("SELECT count(*) FROM reading").fetchone()[0]
+            total = db.execute("SELECT value FROM counter WHERE name = 'readings'").fetchone()[0]
             dropped = db.execute("SELECT value FROM counter WHERE name = 'dropped_unsent'").fetchone()
             refused = db.execute("SELECT count(*) FROM outbox WHERE refused IS NOT NULL").fetchone()[0]
         return {
@@ -455,6 +443,16 @@ class Archive:
             "dropped_unsent": int(dropped[0]) if dropped else 0,
             "refused_batches": int(refused),
         }
+
+
+def _bump(db: sqlite3.Connection, name: str, delta: int) -> None:
+    """Add ``delta`` to the running total ``name`` (in the caller's transaction)."""
+    if delta:
+        db.execute(
+            "INSERT INTO counter (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, delta),
+        )
 
 
 def _payload(rows: list[tuple[Any, ...]], events: list[tuple[Any, ...]]) -> bytes:
