@@ -93,3 +93,24 @@ def test_simulate_wmbus_with_a_key() -> None:
         frame = asyncio.run(first_line())
     telegram = decode_telegram(frame, key=bytes.fromhex(key))
     assert telegram.decrypted and telegram.records
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["wmbus", "--key", "zz"],
+        ["wmbus", "--key", "00"],
+        ["p1", "--encryption-key", "zz", "--authentication-key", "zz"],
+        ["p1", "--encryption-key", "00", "--authentication-key", "00"],
+    ],
+)
+def test_bad_keys_are_one_line_and_exit_2(args: list[str]) -> None:
+    from typer.testing import CliRunner
+
+    from openami.cli import app
+
+    result = CliRunner().invoke(app, ["simulate", *args, "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert ("Traceback" not in result.output and result.exception is None) or isinstance(
+        result.exception, SystemExit
+    )

@@ -224,6 +224,19 @@ def simulate_modbus(
     _serve(lambda: ModbusSimulator(host, port, devices), describe)
 
 
+def _aes_key(key: str | None) -> bytes | None:
+    """``--key``: 32 hex digits, or nothing (a CliError, not a traceback, for anything else)."""
+    if not key:
+        return None
+    try:
+        secret = bytes.fromhex(key)
+    except ValueError:
+        raise CliError("--key is not hex", 2) from None
+    if len(secret) != 16:
+        raise CliError("--key is 16 bytes (32 hex digits)", 2)
+    return secret
+
+
 @simulate_app.command("wmbus")
 def simulate_wmbus(
     meters: Annotated[int, typer.Option(min=1, max=1000, help="Meters the receiver hears.")] = 3,
@@ -238,9 +251,7 @@ def simulate_wmbus(
     water and heat meters (security mode 5 with --key)."""
     from openami.simulator.wmbus_meter import SimulatedReceiver, SimulatedWmbusMeter
 
-    secret = bytes.fromhex(key) if key else None
-    if secret is not None and len(secret) != 16:
-        raise CliError("--key is 16 bytes (32 hex digits)", 2)
+    secret = _run(lambda: _aes_key(key))
     radios = [
         SimulatedWmbusMeter(
             f"{30_000_000 + n}", "water" if n % 2 else "heat", key=secret, interval_s=interval,
