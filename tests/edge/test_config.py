@@ -99,7 +99,7 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         ("primary=1", "primary=1&secondary=12345678", "meters[0].address", "exactly one of"),
         ('model = "eastron-sdm630"', 'model = "acme-9000"', "meters[1].model", "no Modbus register map"),
         ("?unit=1", "?unit=300", "meters[1].address", "unit must be 0..247"),
-        ('protocol = "mbus"', 'protocol = "dlms"', "meters[0].protocol", "'mbus'"),
+        ('protocol = "mbus"', 'protocol = "bacnet"', "meters[0].protocol", "'mbus'"),
         ('serial = "SDM-1"', 'serial = "MB-1"', "meters[1].serial", "already meters[0]"),
     ],
 )

@@ -63,6 +63,7 @@ __all__ = [
     "GatewayConfig",
     "GatewayConfigError",
     "MeterConfig",
+    "MeterKeys",
     "PulseSettings",
     "RemoteConfig",
     "UplinkConfig",
@@ -70,8 +71,10 @@ __all__ = [
     "parse_config",
 ]
 
-Protocol = Literal["mbus", "modbus", "iec62056-21", "dsmr", "sml", "pulse"]
-PROTOCOLS: Final[tuple[str, ...]] = ("mbus", "modbus", "iec62056-21", "dsmr", "sml", "pulse")
+Protocol = Literal["mbus", "modbus", "iec62056-21", "dsmr", "sml", "dlms", "wmbus", "pulse"]
+PROTOCOLS: Final[tuple[str, ...]] = ("mbus", "modbus", "iec62056-21", "dsmr", "sml", "dlms", "wmbus", "pulse")
+METER_KEY_LENGTHS: Final = (16, 32)
+"""AES-128 (DLMS suites 0 and 1, wM-Bus, DSMR P1) or AES-256 (DLMS suite 2) keys, in bytes."""
 COMPRESSIONS: Final = {"none": Compression.NONE, "zlib": Compression.ZLIB, "zstd": Compression.ZSTD}
 _FIELD_PATH: Final = re.compile(r"[a-z_][a-z0-9_]*(\[\d+\])?(\.[a-z_][a-z0-9_]*(\[\d+\])?)*")
 
@@ -137,6 +140,68 @@ def _pulse_path(address: str) -> Path:
     return Path(parts.path)
 
 
+def _meter_key(text: str, field: str) -> bytes:
+    cleaned = "".join(text.split())
+    try:
+        key = bytes.fromhex(cleaned)
+    except ValueError:
+        key = b""
+    if len(key) not in METER_KEY_LENGTHS:
+        raise ValueError(f"{field}: must be 32 or 64 hex digits (an AES-128 or AES-256 key)")
+    return key
+
+
+class MeterKeys(_Strict):
+    """A meter's own secrets, for the protocols that encrypt at the meter: DLMS/COSEM (``encryption``
+    and ``authentication`` keys, or the LLS ``password``), wM-Bus (``encryption``, the AES-128 key) and
+    encrypted P1 ports (``encryption`` and, where the meter authenticates, ``authentication``).
+
+    Each key is given inline (hex) or as a file holding the hex, never both; files are read at load, so
+    an unreadable one is an error at start. The head-end's CONFIG carries them inline: the envelope is
+    encrypted end to end under the gateway's link key, so the broker never sees them."""
+
+    encryption: SecretStr | None = None
+    encryption_file: Path | None = None
+    authentication: SecretStr | None = None
+    authentication_file: Path | None = None
+    password: SecretStr | None = Field(None, description="DLMS low-level security (LLS) password.")
+
+    _encryption: bytes | None = PrivateAttr(None)
+    _authentication: bytes | None = PrivateAttr(None)
+
+    @field_validator("encryption_file", "authentication_file")
+    @classmethod
+    def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        return value if value.is_absolute() else _base(info) / value
+
+    @model_validator(mode="after")
+    def _read_keys(self) -> MeterKeys:
+        for name in ("encryption", "authentication"):
+            inline: SecretStr | None = getattr(self, name)
+            path: Path | None = getattr(self, f"{name}_file")
+            if inline is not None and path is not None:
+                raise ValueError(f"{name}: give {name} or {name}_file, not both")
+            if inline is not None:
+                setattr(self, f"_{name}", _meter_key(inline.get_secret_value(), name))
+            elif path is not None:
+                setattr(self, f"_{name}", _meter_key(_read_secret(path, f"{name}_file"), f"{name}_file"))
+        return self
+
+    @property
+    def encryption_key(self) -> bytes | None:
+        return self._encryption
+
+    @property
+    def authentication_key(self) -> bytes | None:
+        return self._authentication
+
+    @property
+    def lls_password(self) -> bytes | None:
+        return None if self.password is None else self.password.get_secret_value().encode()
+
+
 class MeterConfig(_Strict):
     """One meter the gateway reads. Field order matters: ``address`` is checked last, against the
     protocol, the model and the pulse settings."""
@@ -145,6 +210,7 @@ class MeterConfig(_Strict):
     protocol: Protocol
     model: str = Field("", max_length=64, description="Modbus: the register map (e.g. eastron-sdm630).")
     pulse: PulseSettings | None = Field(None, validate_default=True)
+    keys: MeterKeys | None = None
     address: str = Field(min_length=1, max_length=512)
 
     @field_validator("model")
