@@ -59,8 +59,15 @@ class SimulatedSite:
     mbus_converters: int = 1
     modbus_gateways: int = 1
     host: str = "127.0.0.1"
+    id_base: int = 70_000_000
+    """M-Bus meters' identification numbers start above this (serial ``MB-<id>``)."""
+    modbus_prefix: str = "MOD"
+    """Modbus meters' serials: ``<prefix>-<gateway>-<unit>``. Sites sharing one head-end need their own
+    ``id_base`` and ``modbus_prefix``, so their meters' serials differ."""
     meters: list[dict[str, str]] = field(default_factory=list)
     """Gateway configuration entries (serial, protocol, address, model) once started."""
+    media: dict[str, str] = field(default_factory=dict)
+    """Each meter's medium by serial (heat, water, electricity), for registering it at a head-end."""
     converters: list[MbusBusSimulator] = field(default_factory=list)
     gateways: list[ModbusSimulator] = field(default_factory=list)
 
@@ -70,7 +77,7 @@ class SimulatedSite:
             bus: list[VirtualMbusMeter] = []
             for primary in range(1, size + 1):
                 number += 1
-                ident = f"{70_000_000 + index * 1000 + primary:08d}"
+                ident = f"{self.id_base + index * 1000 + primary:08d}"
                 bus.append(heat_meter(primary, ident) if primary % 2 else water_meter(primary, ident))
             converter = MbusBusSimulator(bus, self.host, 0)
             await converter.__aenter__()
@@ -83,6 +90,7 @@ class SimulatedSite:
                 }
                 for m in bus
             ]
+            self.media.update({f"MB-{m.id}": "heat" if m.primary % 2 else "water" for m in bus})
         for index, size in enumerate(_spread(self.modbus, self.modbus_gateways, MODBUS_PER_GATEWAY)):
             devices: dict[int, SimulatedModbusMeter] = {}
             for unit in range(1, size + 1):
@@ -104,13 +112,19 @@ class SimulatedSite:
             self.gateways.append(gateway)
             self.meters += [
                 {
-                    "serial": f"MOD-{index + 1}-{unit:03d}",
+                    "serial": f"{self.modbus_prefix}-{index + 1}-{unit:03d}",
                     "protocol": "modbus",
                     "model": device.register_map.model,
                     "address": f"modbus+tcp://{self.host}:{gateway.port}?unit={unit}",
                 }
                 for unit, device in devices.items()
             ]
+            self.media.update(
+                {
+                    f"{self.modbus_prefix}-{index + 1}-{unit:03d}": "electricity" if unit % 2 else "heat"
+                    for unit in devices
+                }
+            )
 
     async def stop(self) -> None:
         for converter in self.converters:
