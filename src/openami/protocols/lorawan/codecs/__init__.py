@@ -75,7 +75,14 @@ def register(name: str, decoder: Codec) -> None:
 
 def known() -> frozenset[str]:
     """The names of every codec (importing the built-in ones on first use)."""
-    from openami.protocols.lorawan.codecs import elvaco, mbus_records, oms  # noqa: F401 - they register
+    from openami.protocols.lorawan.codecs import (  # noqa: F401 - they register
+        axioma,
+        bmeters,
+        elvaco,
+        kamstrup,
+        mbus_records,
+        oms,
+    )
 
     return frozenset(CODECS)
 
