@@ -173,6 +173,7 @@ class Platform:
             shared_group=self.settings.gateway_link_shared_group or None,
             mqtt5=self.broker is None,
             on_rejected=self._keep_rejected("gateway-link"),
+            config_resend_s=self.settings.gateway_link_config_resend_s,
         )
         await link.start()
         self.gateway_link = link

@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         description="MQTT 5 shared-subscription group of the gateway link on an external broker, so "
         "several head-end workers split the gateways; empty: every worker gets every envelope.",
     )
+    gateway_link_config_resend_s: float = Field(
+        300.0,
+        ge=0,
+        description="A CONFIG a gateway's HEALTH does not report yet is sent again at most this often.",
+    )
     lorawan_mqtt_url: str = Field(
         "",
         description="ChirpStack v4's MQTT broker (mqtt:// or mqtts://, credentials in the URL); empty: no "

@@ -135,9 +135,8 @@ def test_pending_devices_are_listed_and_decided(world: World) -> None:
 
     approved = world.post(f"/gateways/pending-devices/{first}/approve", None, as_user="field_technician")
     assert approved.status_code == 200, approved.text
-    assert approved.json()["status"] == "approved" and approved.json()["decided_by"].endswith(
-        ":field_technician"
-    )
+    assert approved.json()["pending"]["status"] == "approved"
+    assert approved.json()["pending"]["decided_by"].endswith(":field_technician")
     rejected = world.post(f"/gateways/pending-devices/{second}/reject", None, as_user="operator").json()
     assert rejected["status"] == "rejected"
     assert [i["id"] for i in world.get("/gateways/pending-devices?status=approved").json()["items"]] == [
@@ -158,3 +157,66 @@ def test_pending_devices_are_listed_and_decided(world: World) -> None:
             .order_by(audit_log.c.id)
         ).scalars()
         assert list(actions) == ["pending_device.approve", "pending_device.reject"]
+
+
+def test_approving_creates_the_meter_and_stages_the_gateway_configuration(world: World) -> None:
+    """The meter (defaults from the discovery, overrides validated as POST /meters validates them) on
+    a device entry carrying its address under the gateway, the audit entry and the gateway's next
+    CONFIG with the meter and its keys (sealed at rest), all at once; no link in this process: pending."""
+    first, second = _discover(world)
+    gw = world.ids["gwA"]
+    bad_medium = world.post(f"/gateways/pending-devices/{first}/approve", {"medium": "steam"})
+    assert_problem(bad_medium, 422)
+    no_address = world.post(f"/gateways/pending-devices/{second}/approve", {})
+    assert "reported no address" in assert_problem(no_address, 422)["detail"]
+    bad_key = world.post(f"/gateways/pending-devices/{first}/approve", {"keys": {"encryption": "zz"}})
+    assert_problem(bad_key, 422)
+
+    key = "00112233445566778899AABBCCDDEEFF"
+    answer = world.post(
+        f"/gateways/pending-devices/{first}/approve",
+        {"serial": "MB-12345678", "model": "MULTICAL 603", "keys": {"encryption": key}},
+    )
+    assert answer.status_code == 200, answer.text
+    out = answer.json()
+    assert (out["serial"], out["config_version"], out["delivered"]) == ("MB-12345678", 1, False)
+    meter = world.get(f"/meters/{out['meter_id']}").json()
+    assert (meter["medium"], meter["protocol"], meter["manufacturer"]) == ("heat", "mbus", "KAM")
+    device = world.get(f"/gateways/{out['device_id']}").json()
+    assert (device["parent_id"], device["kind"]) == (gw, "modem")
+    assert device["address"] == "mbus+serial:///dev/ttyUSB0?secondary=12345678"
+    link = world.get(f"/gateways/{gw}/link").json()
+    assert (link["config_version"], link["config_pending"], link["config_sent_at"]) == (1, True, None)
+
+    store = GatewayLinkStore(world.context.engine, _vault(world))
+    claimed = store.claim_config(store.load("acme", "GW-A"), NOW)
+    assert claimed is not None and claimed.version == 1
+    entry = {
+        "serial": "MB-12345678",
+        "protocol": "mbus",
+        "address": "mbus+serial:///dev/ttyUSB0?secondary=12345678",
+        "model": "MULTICAL 603",
+        "keys": {"encryption": key.lower()},
+    }
+    assert claimed.body == {"meters": [entry], "version": 1}
+    with world.context.engine.connect() as conn:
+        sealed = bytes(conn.execute(select(gateway_link.c.config_ciphertext)).scalars().first() or b"")
+        audit = conn.execute(
+            select(audit_log.c.detail).where(audit_log.c.action == "pending_device.approve")
+        ).scalar_one()
+    assert key.lower().encode() not in sealed and key.lower() not in str(audit)
+    assert (audit["meter_id"], audit["config_version"]) == (out["meter_id"], 1)
+
+    # The serial exists now: 409, and nothing of the second approval is left behind.
+    world.post(f"/gateways/pending-devices/{second}/reject", None)
+    devices_before = len(world.get("/gateways").json()["items"])
+    again = world.post(
+        f"/gateways/pending-devices/{second}/approve",
+        {"serial": "MB-12345678", "address": "mbus+tcp://10.0.0.5:10001?primary=1"},
+    )
+    assert "exists already" in assert_problem(again, 409)["detail"]
+    assert len(world.get("/gateways").json()["items"]) == devices_before
+    assert world.get(f"/gateways/{gw}/link").json()["config_version"] == 1
+    assert world.get("/gateways/pending-devices?status=rejected").json()["items"][0]["id"] == second
+    assert_problem(world.post(f"/gateways/pending-devices/{first}/approve", {"serial": "X-1"}), 409)
+    assert verify_chain(world.context.engine, world.ids["tenantA"]) == (True, None)

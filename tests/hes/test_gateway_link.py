@@ -280,8 +280,11 @@ async def test_the_gateway_archive_payload_is_understood(
 
 
 async def test_a_resent_batch_is_acknowledged_again_and_stored_once(
-    platform: Platform, gateway: Gateway
+    platform: Platform, gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A captured envelope replayed (the very same bytes) and a resend: acknowledged, not stored twice,
+    each logged at INFO on the security logger with tenant, gateway, number and kind."""
+    caplog.set_level(logging.INFO, logger=SECURITY_LOG)
     collector = Collector()
     await platform.bus.subscribe("readings.>", collector.handle, SubscribeOptions(durable="test"))
     first = await gateway.send(Kind.BATCH, 5, _batch())
@@ -297,6 +300,13 @@ async def test_a_resent_batch_is_acknowledged_again_and_stored_once(
     await _handled(_link(platform), 3)
     stats = _link(platform).stats
     assert (stats.accepted, stats.duplicates, stats.rejected, stats.acks_sent) == (1, 2, 0, 3)
+    seen = [r for r in caplog.records if r.name == SECURITY_LOG and r.levelno == logging.INFO]
+    assert len(seen) == 2
+    assert all(
+        (r.tenant, r.gateway, r.seq, r.kind) == (TENANT, "GW-1", 5, "BATCH")  # type: ignore[attr-defined]
+        and "already accepted: not stored again (a resend or a replay)" in r.getMessage()
+        for r in seen
+    )
 
 
 async def test_forged_and_replayed_envelopes_are_rejected_and_the_listener_keeps_working(
@@ -510,10 +520,9 @@ async def test_alarms_are_published_at_once(platform: Platform, gateway: Gateway
 async def test_configuration_is_pushed_with_increasing_versions(platform: Platform, gateway: Gateway) -> None:
     link = _link(platform)
     meters = [{"serial": "MB-1", "protocol": "mbus", "address": "mbus+serial:///dev/ttyUSB0?primary=5"}]
-    assert (
-        await link.push_config(TENANT, "GW-1", {"poll_interval_s": 900, "meters": meters, "version": 99}) == 1
-    )
-    assert await link.push_config(TENANT, "GW-1", {"poll_interval_s": 300, "meters": meters}) == 2
+    first = await link.push_config(TENANT, "GW-1", {"poll_interval_s": 900, "meters": meters, "version": 99})
+    assert (first.version, first.delivered) == (1, True)
+    assert (await link.push_config(TENANT, "GW-1", {"poll_interval_s": 300, "meters": meters})).version == 2
     seqs = []
     for version, interval in ((1, 900), (2, 300)):
         envelope, body = await gateway.receive()
@@ -527,6 +536,35 @@ async def test_configuration_is_pushed_with_increasing_versions(platform: Platfo
 
     with pytest.raises(UnknownGateway):
         await link.push_config(TENANT, "GW-3", {})
+
+
+async def test_configuration_is_sent_again_until_health_reports_it(
+    platform: Platform, gateway: Gateway
+) -> None:
+    """A CONFIG pushed while the broker connection is away is pending, not an error; the gateway's
+    next HEALTH brings it, a HEALTH still reporting the old version brings it again once the resend
+    interval is over (a fresh downlink number, the same version), one reporting it stops it."""
+    link = _link(platform)
+    link._config_resend_s = 0.5  # the setting, short for the test
+    meters = [{"serial": "MB-1", "protocol": "mbus", "address": "mbus+serial:///dev/ttyUSB0?primary=5"}]
+    await link._subscriber.stop()  # the head-end loses the broker
+    pushed = await link.push_config(TENANT, "GW-1", {"meters": meters})
+    assert (pushed.version, pushed.delivered) == (1, False)
+    await link.start()
+    await gateway.nothing_within(0.2)
+    await gateway.send(Kind.HEALTH, 1, {"config_version": 0, "uptime_s": 1})
+    first, body = await gateway.receive()
+    assert (first.kind, body["version"], body["meters"]) == (Kind.CONFIG, 1, meters)
+    await gateway.send(Kind.HEALTH, 2, {"config_version": 0})  # within the interval: not again
+    await gateway.nothing_within(0.3)
+    await asyncio.sleep(0.3)
+    await gateway.send(Kind.HEALTH, 3, {"config_version": 0})
+    again, body = await gateway.receive()
+    assert (again.kind, body["version"]) == (Kind.CONFIG, 1) and again.seq > first.seq
+    await asyncio.sleep(0.6)
+    await gateway.send(Kind.HEALTH, 4, {"config_version": 1})  # applied
+    await gateway.nothing_within(0.3)
+    assert link.stats.configs_resent == 2
 
 
 async def test_gateways_are_handled_concurrently_each_in_order(platform: Platform, prefix: str) -> None:
@@ -735,7 +773,7 @@ async def test_the_api_pushes_the_registry_s_meter_list(platform: Platform, gate
         assert answer.status_code == 202, answer.text
         pushed = answer.json()
         assert (pushed["gateway_id"], pushed["ident"], pushed["version"]) == (ids["GW-1"], "GW-1", 1)
-        assert (pushed["meters"], pushed["skipped"]) == (1, ["MB-1", "MB-2"])
+        assert (pushed["meters"], pushed["skipped"], pushed["delivered"]) == (1, ["MB-1", "MB-2"], True)
         envelope, body = await gateway.receive()
         assert envelope.kind is Kind.CONFIG and body["poll_interval_s"] == 600
         assert body["meters"] == [

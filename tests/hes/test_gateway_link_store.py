@@ -190,15 +190,32 @@ def test_health_and_status(engine: Engine) -> None:
     store = GatewayLinkStore(engine, vault)
     state = store.load("acme", "GW1")
     store.accept(state, 7, NOW, health={"backlog_readings": 12, "unacked_batches": 2, "uptime_s": 5})
-    version, seq = store.next_config(state)
-    assert store.next_config(state) == (version + 1, seq + 1) and version == 1
+    first = store.claim_config(state, NOW)
+    assert first is None  # nothing pushed yet: nothing to send
+    assert store.stage_config(state, {"meters": [], "version": 99}).version == 1
+    claimed = store.claim_config(state, NOW)
+    assert claimed is not None and (claimed.version, claimed.body) == (1, {"meters": [], "version": 1})
+    seq = claimed.seq
+    assert store.claim_config(state, NOW) is None  # sent: not due again while nothing is reported
+    assert (
+        store.stage_config(state, {"meters": [{"serial": "M", "keys": {"encryption": "00" * 16}}]}).version
+        == 2
+    )
+    with engine.connect() as conn:
+        sealed = bytes(conn.execute(select(gateway_link.c.config_ciphertext)).scalar_one())
+    assert b"encryption" not in sealed and b"00000000" not in sealed  # sealed at rest, keys and all
     with engine.connect() as conn:
         status = link_status(conn, scope, ids["gw1"])
         with pytest.raises(NotFound):
             link_status(conn, Scope(ids["beta"]), ids["gw1"])
     assert status.key_present and status.key_version == 1
     assert (status.backlog_readings, status.unacked_batches, status.window_highest) == (12, 2, 7)
-    assert (status.config_version, status.next_downlink_seq) == (2, seq + 2)
+    assert (status.config_version, status.next_downlink_seq) == (2, seq + 1)
+    assert (status.config_pending, status.config_reported_version, status.config_sent_at) == (
+        True,
+        None,
+        None,
+    )
     assert status.health == {"backlog_readings": 12, "unacked_batches": 2, "uptime_s": 5}
     assert status.last_seen_at == status.health_at == NOW
     assert "key" not in repr(state).replace("key_version", "")  # the key is kept out of reprs
@@ -266,3 +283,31 @@ def test_provision_key_is_audited_without_the_key(engine: Engine) -> None:
         {"ident": "GW1", "key_version": 2, "rotated": True},
     ]
     assert verify_chain(engine, ids["acme"]) == (True, None)
+
+
+def test_config_is_resent_until_reported_at_most_once_per_interval(engine: Engine) -> None:
+    """The claim decides: pending goes at once, a lower reported version only after the interval, a
+    reported version stops it, a failed publish puts it back, and rotating the master key keeps it."""
+    ids = _world(engine)
+    vault = KeyVault(engine, MASTER)
+    vault.store_gateway_key(ids["acme"], ids["gw1"], KEY)
+    store = GatewayLinkStore(engine, vault)
+    state = store.load("acme", "GW1")
+    store.accept(state, 1, NOW, health={"config_version": 4})  # a gateway ahead (a restored database)
+    assert store.stage_config(state, {"meters": []}).version == 5
+    sent = store.claim_config(state, NOW, reported=4, resend_after_s=300)
+    assert sent is not None and sent.version == 5
+    soon, later = NOW + timedelta(seconds=299), NOW + timedelta(seconds=300)
+    assert store.claim_config(state, soon, reported=4, resend_after_s=300) is None
+    again = store.claim_config(state, later, reported=4, resend_after_s=300)
+    assert again is not None and again.seq > sent.seq  # the same version under a fresh number
+    store.unclaim_config(state, again)  # the broker did not take it: pending, due at once
+    retry = store.claim_config(state, later + timedelta(seconds=1), reported=4, resend_after_s=300)
+    assert retry is not None and retry.version == 5
+    far = later + timedelta(hours=1)
+    assert store.claim_config(state, far, reported=5, resend_after_s=300) is None  # applied: done
+    new_master = bytes(range(100, 132))
+    vault.rotate_master(new_master)
+    reopened = GatewayLinkStore(engine, KeyVault(engine, new_master))
+    store.unclaim_config(state, retry)
+    assert reopened.claim_config(state, far) is not None

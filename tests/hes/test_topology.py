@@ -73,7 +73,7 @@ def _chained(routes: list[MeterRoute]) -> bool:
 
 def test_migration_0005_carries_the_registry_over_and_downgrades(engine: Engine) -> None:
     config = alembic_config(engine)
-    assert current_revision(engine) == "0005"
+    assert int(current_revision(engine) or 0) >= 5  # at head, 0005 or later
     command.downgrade(config, "0004")
     assert {"meter_route", "device_parent"}.isdisjoint(inspect(engine).get_table_names())
     with engine.begin() as conn:

@@ -16,14 +16,17 @@ BATCH
     published as one :class:`~openami.bus.messages.ReadingBatch` (source ``gateway``) on
     ``readings.<tenant>`` with message id ``gw:{tenant}:{gateway}:{seq}`` (``#i`` per part when it has
     to be split), then its number is accepted into the window (persisted), then an ACK goes down.
-    A number already accepted (a resend after a lost ACK) is acknowledged again and not published
-    again. A payload that does not parse is refused in the ACK (the gateway does not send it again),
+    A number already accepted (a resend after a lost ACK, a broker redelivery, or a captured envelope
+    replayed) is acknowledged again and not published again, logged at INFO on the security logger.
+    A payload that does not parse is refused in the ACK (the gateway does not send it again),
     kept as a dead letter and *not* accepted, so a resend gets the same answer. Series, points or
     events that do not validate are dropped and kept as a dead letter, the rest is published.
 HEALTH
     stored as the gateway's last health report; the mesh ``routes`` it may carry are recorded by
     :func:`openami.hes.topology.record_reported_routes` (not kept in the stored health), what could
-    not be used is kept as a dead letter.
+    not be used is kept as a dead letter. When it reports a ``config_version`` below the last one
+    pushed, that CONFIG is sent again (at most once per ``config_resend_s``), and a CONFIG that could
+    not be published yet goes out now: CONFIG is delivered until the gateway reports it.
 ALARM
     events published at once, like a batch without readings (no ACK: alarms are not resent).
 DISCOVERY
@@ -51,7 +54,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -84,6 +87,7 @@ from openami.hes.gateway_link_store import (
     GatewayLinkStore,
     LinkState,
     UnknownGateway,
+    reported_config_version,
 )
 from openami.hes.rejected import RejectedHandler, hand_over
 from openami.hes.topology import record_reported_routes
@@ -100,14 +104,16 @@ from openami.protocols.edge import (
     seal,
 )
 from openami.protocols.edge.envelope import MAX_PAYLOAD_BYTES, WINDOW
-from openami.security.keyvault import KeyVault
+from openami.security.keyvault import KeyVault, KeyVaultError
 from openami.store.errors import StoreError
 from openami.transports.errors import ConnectError
 from openami.transports.mqtt_subscriber import MqttSubscriber
 
 __all__ = [
+    "DEFAULT_CONFIG_RESEND_S",
     "DEFAULT_SHARED_GROUP",
     "QOS",
+    "ConfigPush",
     "GatewayLinkListener",
     "LinkListenerStats",
     "ParsedBatch",
@@ -117,6 +123,7 @@ __all__ = [
     "parse_batch",
     "parse_discovery",
     "parse_link_topic",
+    "send_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,6 +131,8 @@ security_log = logging.getLogger("openami.security.gateway_link")
 
 QOS: Final = 1
 DEFAULT_SHARED_GROUP: Final = "openami-hes"
+DEFAULT_CONFIG_RESEND_S: Final = 300.0
+"""A CONFIG the gateway does not report is sent again at most this often (per gateway)."""
 SOURCE: Final = "gateway"
 """``ReadingBatch.source`` of everything that came over the gateway link."""
 MAX_SMALL_PAYLOAD: Final = 64 * 1024
@@ -180,6 +189,7 @@ class LinkListenerStats:
     acks_sent: int = 0
     time_answers: int = 0
     configs_sent: int = 0
+    configs_resent: int = 0
     downlinks_failed: int = 0
 
     def outcomes(self) -> dict[str, float]:
@@ -374,6 +384,55 @@ def _dumps(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def _sealed_down(state: LinkState, kind: Kind, seq: int, payload: bytes) -> bytes:
+    compression = Compression.NONE if len(payload) < 512 else Compression.ZLIB
+    return seal(
+        state.key, state.gateway, kind, seq, payload, direction=Direction.DOWN, compression=compression
+    )
+
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+"""``publish(topic, envelope)`` at QoS 1; :class:`ConnectError` when the broker does not take it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigPush:
+    """A pushed CONFIG: its version, and whether it went to the broker now (False: pending, sent at
+    the gateway's next HEALTH by whichever head-end worker has the link)."""
+
+    version: int
+    delivered: bool
+
+
+async def send_config(
+    store: GatewayLinkStore,
+    state: LinkState,
+    prefix: str,
+    publish: Publish,
+    now: datetime,
+    *,
+    reported: int | None = None,
+    resend_after_s: float | None = None,
+) -> int | None:
+    """Send the gateway's last pushed CONFIG if it is due (:meth:`GatewayLinkStore.claim_config`):
+    sealed under a fresh downlink number and published; the version sent, or None when nothing was
+    due. When the broker does not take it, it goes back to pending and :class:`ConnectError` is raised.
+    Shared by the listener and the CLI, which publishes on a connection of its own."""
+    claimed = await asyncio.to_thread(
+        store.claim_config, state, now, reported=reported, resend_after_s=resend_after_s
+    )
+    if claimed is None:
+        return None
+    envelope = _sealed_down(state, Kind.CONFIG, claimed.seq, _dumps(claimed.body))
+    _, down = link_topics(prefix, state.tenant, state.gateway)
+    try:
+        await publish(down, envelope)
+    except ConnectError:
+        await asyncio.to_thread(store.unclaim_config, state, claimed)
+        raise
+    return claimed.version
+
+
 # -- the listener ------------------------------------------------------------------------------------
 
 
@@ -382,7 +441,8 @@ class GatewayLinkListener:
 
     ``mqtt5``: speak MQTT 5 (and use ``shared_group``, when set, as a shared subscription); False for
     MQTT 3.1.1 brokers such as the embedded one, where the subscription is plain. ``clock`` gives the
-    head-end's time for TIME answers (epoch seconds).
+    head-end's time for TIME answers (epoch seconds). ``config_resend_s``: how long a CONFIG the
+    gateway's HEALTH does not report waits before it is sent again.
     """
 
     def __init__(
@@ -404,10 +464,14 @@ class GatewayLinkListener:
         drain_timeout_s: float = 10.0,
         max_bus_message_bytes: int = MAX_BUS_MESSAGE_BYTES,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        config_resend_s: float = DEFAULT_CONFIG_RESEND_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
             raise ValueError("max_concurrency and max_pending must be at least 1")
+        if config_resend_s < 0:
+            raise ValueError("config_resend_s must not be negative")
+        self._config_resend_s = config_resend_s
         self.url = mqtt_url
         self.prefix = prefix
         self._bus = bus
@@ -604,8 +668,20 @@ class GatewayLinkListener:
         await handler(self, state, envelope, topic, arrived)
 
     async def _duplicate(self, state: LinkState, kind: Kind, seq: int, arrived: float) -> None:
-        """An authentic envelope whose number was accepted before: a BATCH is acknowledged again."""
-        log.info("gateway %s/%s: %s %d again (already accepted)", state.tenant, state.gateway, kind.name, seq)
+        """An authentic envelope whose number was accepted before: a BATCH is acknowledged again.
+
+        Logged on the security logger, at INFO: a resend after a lost ACK and a broker redelivery are
+        normal, but so is what a captured envelope replayed looks like, and only the count over time
+        tells them apart."""
+        security_log.info(
+            "gateway link: %s %d from gateway %s of tenant %s already accepted: not stored again "
+            "(a resend or a replay)",
+            kind.name,
+            seq,
+            state.gateway,
+            state.tenant,
+            extra={"tenant": state.tenant, "gateway": state.gateway, "seq": seq, "kind": kind.name},
+        )
         await asyncio.to_thread(self._store.touch, state, datetime.fromtimestamp(arrived, UTC))
         if kind is Kind.BATCH:
             await self._acknowledge(state, acked=[seq])
@@ -687,7 +763,38 @@ class GatewayLinkListener:
         )
         if routes is not None:
             await self._record_routes(state, envelope, topic, arrived, routes)
+        await self._resend_config(state, reported_config_version(body), arrived)
         self.stats.accepted += 1
+
+    async def _resend_config(self, state: LinkState, reported: int | None, arrived: float) -> None:
+        """After a HEALTH: the last pushed CONFIG again if the gateway reports a lower version (at most
+        once per ``config_resend_s``) or it never reached the broker. A failure costs this attempt only
+        (logged): the health is stored, and the next HEALTH tries again."""
+        if not self._subscriber.can_publish:
+            return
+        try:
+            version = await send_config(
+                self._store,
+                state,
+                self.prefix,
+                self._publish_down,
+                datetime.fromtimestamp(arrived, UTC),
+                reported=reported,
+                resend_after_s=self._config_resend_s,
+            )
+        except (ConnectError, KeyVaultError, StoreError, SQLAlchemyError, ValueError) as exc:
+            self.stats.downlinks_failed += 1
+            log.warning("gateway %s/%s: configuration not sent again: %s", state.tenant, state.gateway, exc)
+            return
+        if version is not None:
+            self.stats.configs_resent += 1
+            log.info(
+                "gateway %s/%s: configuration version %d sent again (the gateway reports %s)",
+                state.tenant,
+                state.gateway,
+                version,
+                reported,
+            )
 
     async def _record_routes(
         self, state: LinkState, envelope: Envelope, topic: str, arrived: float, routes: Any
@@ -792,34 +899,58 @@ class GatewayLinkListener:
             return False
         if seq is None:
             seq = await asyncio.to_thread(self._store.next_down_seq, state)
-        payload = _dumps(body())  # built now: a TIME answer's t3 is the send time
-        compression = Compression.NONE if len(payload) < 512 else Compression.ZLIB
-        envelope = seal(
-            state.key, state.gateway, kind, seq, payload, direction=Direction.DOWN, compression=compression
-        )
+        envelope = _sealed_down(state, kind, seq, _dumps(body()))  # built now: a TIME answer's t3
         _, down = link_topics(self.prefix, state.tenant, state.gateway)
         try:
-            await self._subscriber.publish(down, envelope, qos=QOS, timeout_s=_PUBLISH_TIMEOUT_S)
+            await self._publish_down(down, envelope)
         except ConnectError as exc:
             self.stats.downlinks_failed += 1
             log.warning("gateway %s/%s: %s %d not sent: %s", state.tenant, state.gateway, kind.name, seq, exc)
             return False
         return True
 
-    async def push_config(self, tenant: str, gateway: str, config: dict[str, Any]) -> int:
-        """Send ``config`` (meter list, settings) to a gateway as a CONFIG envelope; returns its version.
+    async def _publish_down(self, topic: str, envelope: bytes) -> None:
+        await self._subscriber.publish(topic, envelope, qos=QOS, timeout_s=_PUBLISH_TIMEOUT_S)
 
-        The version is counted up per gateway in ``gateway_link.config_version`` and written into the
-        payload as ``"version"`` (a ``version`` in ``config`` is replaced); the gateway applies a version
-        higher than its own. :class:`UnknownGateway` for a gateway without a link,
-        :class:`~openami.transports.errors.ConnectError` when it could not be published.
-        """
-        json.dumps(config)  # not JSON: TypeError here, before a version is spent
+    async def push_config(self, tenant: str, gateway: str, config: dict[str, Any]) -> ConfigPush:
+        """Push ``config`` (meter list, settings) to a gateway as a CONFIG envelope.
+
+        The version is one above the last pushed (and the gateway's own), written into the payload as
+        ``"version"`` (a ``version`` in ``config`` is replaced); the payload is kept sealed, so the
+        head-end sends it again until the gateway's HEALTH reports that version. When the broker is away
+        it is pending (``delivered`` False), not an error: it goes out at the gateway's next HEALTH.
+        :class:`UnknownGateway` for a gateway without a link, TypeError for a ``config`` that is not
+        JSON (no version is spent)."""
         state = await asyncio.to_thread(self._store.load, tenant, gateway)
-        version, seq = await asyncio.to_thread(self._store.next_config, state)
-        body = {**config, "version": version}
-        if not await self._send_down(state, Kind.CONFIG, lambda: body, seq=seq):
-            raise ConnectError(f"configuration {version} for gateway {gateway!r} could not be published")
+        staged = await asyncio.to_thread(self._store.stage_config, state, config)
+        delivered = await self.deliver_config(state)
+        log.info(
+            "gateway %s/%s: configuration version %d pushed (%s)",
+            tenant,
+            gateway,
+            staged.version,
+            "sent" if delivered else "pending: the broker is away",
+        )
+        return ConfigPush(staged.version, delivered)
+
+    async def deliver_pending_config(self, tenant: str, gateway: str) -> bool:
+        """Send a CONFIG staged elsewhere (an approval commits it with the meter); True when it went
+        to the broker now. :class:`UnknownGateway` for a gateway without a usable link."""
+        state = await asyncio.to_thread(self._store.load, tenant, gateway)
+        return await self.deliver_config(state)
+
+    async def deliver_config(self, state: LinkState) -> bool:
+        if not self._subscriber.can_publish:
+            self.stats.downlinks_failed += 1
+            return False
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        try:
+            version = await send_config(self._store, state, self.prefix, self._publish_down, now)
+        except ConnectError as exc:
+            self.stats.downlinks_failed += 1
+            log.warning("gateway %s/%s: configuration pending: %s", state.tenant, state.gateway, exc)
+            return False
+        if version is None:  # another worker took it meanwhile (a HEALTH): sent, or pending again
+            return False
         self.stats.configs_sent += 1
-        log.info("gateway %s/%s: configuration version %d pushed", tenant, gateway, version)
-        return version
+        return True

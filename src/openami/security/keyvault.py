@@ -119,8 +119,8 @@ def _aad(tenant_id: int, title_hex: str, kind: str) -> bytes:
     return f"openami/device_key/v1|{tenant_id}|{title_hex}|{kind}".encode()
 
 
-def _gateway_aad(tenant_id: int, comm_device_id: int) -> bytes:
-    return f"openami/gateway_link/v1|{tenant_id}|{comm_device_id}|link".encode()
+def _gateway_aad(tenant_id: int, comm_device_id: int, purpose: str = "link") -> bytes:
+    return f"openami/gateway_link/v1|{tenant_id}|{comm_device_id}|{purpose}".encode()
 
 
 def _seal(master: bytes, aad: bytes, secret: bytes) -> bytes:
@@ -370,6 +370,16 @@ class KeyVault:
         with the link's state); :class:`KeyVaultError` if it is not that gateway's."""
         return _open(self._master, _gateway_aad(tenant_id, comm_device_id), bytes(sealed))
 
+    def seal_gateway_config(self, tenant_id: int, comm_device_id: int, payload: bytes) -> bytes:
+        """Seal a CONFIG payload for ``gateway_link.config_ciphertext`` (purpose ``config``): it may
+        carry meter keys, so it is kept as the link key is, bound to its gateway's row."""
+        return _seal(self._master, _gateway_aad(tenant_id, comm_device_id, "config"), bytes(payload))
+
+    def open_gateway_config(self, tenant_id: int, comm_device_id: int, sealed: bytes) -> bytes:
+        """Open what :meth:`seal_gateway_config` sealed; :class:`KeyVaultError` if it is not that
+        gateway's."""
+        return _open(self._master, _gateway_aad(tenant_id, comm_device_id, "config"), bytes(sealed))
+
     def rotate_master(self, new_master: bytes) -> None:
         """Re-seal every stored secret under ``new_master`` in one transaction, then use it.
 
@@ -398,14 +408,17 @@ class KeyVault:
                     gateway_link.c.tenant_id,
                     gateway_link.c.comm_device_id,
                     gateway_link.c.key_ciphertext,
+                    gateway_link.c.config_ciphertext,
                 ).with_for_update()
             ).all()
             for link in links:
                 aad = _gateway_aad(link.tenant_id, link.comm_device_id)
-                resealed = _seal(new, aad, _open(self._master, aad, link.key_ciphertext))
-                conn.execute(
-                    gateway_link.update().where(gateway_link.c.id == link.id).values(key_ciphertext=resealed)
-                )
+                values = {"key_ciphertext": _seal(new, aad, _open(self._master, aad, link.key_ciphertext))}
+                if link.config_ciphertext is not None:  # the last CONFIG pushed (it may hold meter keys)
+                    aad = _gateway_aad(link.tenant_id, link.comm_device_id, "config")
+                    opened = _open(self._master, aad, link.config_ciphertext)
+                    values["config_ciphertext"] = _seal(new, aad, opened)
+                conn.execute(gateway_link.update().where(gateway_link.c.id == link.id).values(**values))
         self._master = new
 
 

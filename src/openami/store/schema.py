@@ -503,6 +503,9 @@ gateway_link = Table(
     Column("up_mask", LargeBinary, nullable=False),  # WINDOW/8 bytes, big-endian; bit 0 = up_highest
     Column("next_down_seq", BigInteger, nullable=False, server_default="1"),
     Column("config_version", BigInteger, nullable=False, server_default="0"),
+    # The last CONFIG pushed (its payload, version included), sealed like the key: it may carry meter keys.
+    Column("config_ciphertext", LargeBinary),
+    Column("config_sent_at", UTCDateTime()),  # when it last went to the broker; NULL: not yet (pending)
     Column("last_seen_at", UTCDateTime()),
     Column("health", json_type()),
     Column("health_at", UTCDateTime()),

@@ -13,8 +13,14 @@ and last seen; ``GET /gateways/{id}/parents`` the history of the device's parent
 (``docs/concepts/topology.md``).
 
 ``GET /gateways/pending-devices`` lists the meters gateways discovered; ``POST
-/gateways/pending-devices/{id}/approve`` and ``.../reject`` record the operator's decision (status and
-audit entry only: approving does not create the meter, which is commissioned with ``POST /meters``).
+/gateways/pending-devices/{id}/approve`` commissions one (the meter, validated as ``POST /meters``
+validates it, on a device entry carrying its address under the gateway, the audit entry, and the
+gateway's next CONFIG with the meter added, in one transaction; the CONFIG goes out after the commit,
+or is pending); ``.../reject`` records the refusal.
+
+``POST /gateways/{id}/link/config`` answers 202 with ``delivered``: false when the broker is away or
+the link does not run in this process; the configuration is then pending and sent at the gateway's
+next HEALTH.
 
 The link and pending-device routes are registered before the generic ``/gateways/{id}`` ones, so
 ``pending-devices`` is never taken for an id.
@@ -23,11 +29,12 @@ The link and pending-device routes are registered before the generic ``/gateways
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openami.api.crud import (
     AUTH_RESPONSES,
@@ -41,23 +48,39 @@ from openami.api.crud import (
 from openami.api.deps import Context, require
 from openami.api.pagination import Page, after_id
 from openami.api.problems import Problem
-from openami.api.schemas import GatewayIn, GatewayQuery, HistoryQuery, PendingDeviceQuery
+from openami.api.schemas import (
+    Address,
+    GatewayIn,
+    GatewayQuery,
+    HistoryQuery,
+    Key64,
+    Label120,
+    MeterIn,
+    PendingDeviceQuery,
+    Slug32,
+    Utility,
+)
 from openami.hes.gateway_link_store import (
     GatewayConfig,
     LinkStatus,
     PendingDevice,
+    StagedConfig,
     UnknownGateway,
+    approve_pending,
+    carry_keys,
     decide_pending,
     gateway_config,
+    get_pending,
+    last_config,
     link_status,
     list_pending,
     provision_key,
+    stage_config,
 )
 from openami.hes.topology import ParentPeriod, current_tree, parents_of
 from openami.security.keyvault import KeyVault, load_master_key
 from openami.security.service import Principal
 from openami.store.repositories import CommDevice, clamp_limit, comm_devices
-from openami.transports.errors import ConnectError
 
 GATEWAYS = Resource(
     path="/gateways",
@@ -155,14 +178,111 @@ def _decide(
     return decide_pending(context.engine, context.audit, principal.scope, item_id, status, principal.actor)
 
 
+class MeterKeysIn(BaseModel):
+    """A meter's own keys, as hex (wM-Bus and P1: AES-128; DLMS: AES-128 or -256), or the DLMS LLS
+    password; checked as the gateway checks them. They travel only inside the sealed CONFIG."""
+
+    model_config = ConfigDict(extra="forbid")
+    encryption: Annotated[str, Field(max_length=128)] | None = None
+    authentication: Annotated[str, Field(max_length=128)] | None = None
+    password: Annotated[str, Field(max_length=128)] | None = None
+
+
+class ApproveIn(BaseModel):
+    """What to commission a discovered device as; each field defaults to what the gateway reported
+    (``serial``: the device's id). The meter fields are those of ``POST /meters``."""
+
+    model_config = ConfigDict(extra="forbid")
+    serial: Key64 | None = None
+    manufacturer: Label120 | None = None
+    model: Label120 | None = None
+    medium: Utility | None = None
+    protocol: Slug32 | None = None
+    address: Annotated[Address, Field(max_length=255)] | None = None
+    """Overrides the address the gateway reported (``mbus+serial:///dev/ttyUSB0?secondary=...``)."""
+    keys: MeterKeysIn | None = None
+
+
+class ApprovalOut(BaseModel):
+    pending: PendingDevice
+    meter_id: int
+    serial: str
+    device_id: int
+    """The device entry under the gateway that carries the meter's address."""
+    config_version: int | None
+    """The gateway's new configuration version (null: the gateway has no link key)."""
+    delivered: bool
+    """The CONFIG went to the broker now (false: pending, sent at the gateway's next HEALTH)."""
+
+
 @link_router.post(
     "/pending-devices/{item_id}/approve",
-    response_model=PendingDevice,
-    responses=NOT_FOUND,
-    summary="Approve a discovered device (status only: commission the meter with POST /meters)",
+    response_model=ApprovalOut,
+    responses={
+        **NOT_FOUND,
+        409: {"description": "Approved already, or the serial exists (problem+json)."},
+        422: {"description": "Invalid meter fields, keys or address (problem+json)."},
+    },
+    summary="Approve a discovered device: create its meter and add it to the gateway's configuration",
 )
-def approve_pending_device(context: Context, principal: Writer, item_id: ItemId) -> Any:
-    return _decide(context, principal, item_id, "approved")
+async def approve_pending_device(
+    context: Context, principal: Writer, item_id: ItemId, body: ApproveIn | None = None
+) -> Any:
+    wanted = body or ApproveIn()
+
+    def approve() -> Any:
+        with context.engine.connect() as conn:
+            found = get_pending(conn, principal.scope, item_id)
+        defaults = {
+            "serial": found.ident,
+            "manufacturer": found.manufacturer,
+            "medium": found.medium,
+            "protocol": found.protocol,
+        }
+        given = wanted.model_dump(exclude_none=True, exclude={"address", "keys"})
+        try:  # POST /meters' own model: the same rules, one place
+            meter_in = MeterIn.model_validate({**defaults, **given})
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise Problem(422, f"{where}: {first['msg']} (give it in the body)") from None
+        keys = None if wanted.keys is None else wanted.keys.model_dump(exclude_none=True)
+        return approve_pending(
+            context.engine,
+            _vault(context),
+            context.audit,
+            principal.scope,
+            item_id,
+            principal.actor,
+            meter_values=meter_in.model_dump(exclude_none=True),
+            address=wanted.address,
+            keys=keys,
+        )
+
+    approval = await asyncio.to_thread(approve)
+    delivered = False
+    link = context.gateway_link
+    if approval.config is not None and link is not None:
+        ident = await asyncio.to_thread(_gateway_ident, context, principal, approval.pending.gateway_id)
+        with contextlib.suppress(UnknownGateway):  # a key rotated away meanwhile: stays pending
+            delivered = await link.deliver_pending_config(principal.tenant_slug, ident)
+    return ApprovalOut(
+        pending=approval.pending,
+        meter_id=approval.meter.id,
+        serial=approval.meter.serial,
+        device_id=approval.device_id,
+        config_version=None if approval.config is None else approval.config.version,
+        delivered=delivered,
+    )
+
+
+def _gateway_ident(context: Any, principal: Principal, gateway_id: int) -> str:
+    with context.engine.connect() as conn:
+        return comm_devices.get(conn, principal.scope, gateway_id).ident
+
+
+def _vault(context: Any) -> KeyVault:
+    return context.vault or KeyVault(context.engine, load_master_key(context.settings))
 
 
 @link_router.post(
@@ -199,52 +319,53 @@ class GatewayConfigOut(BaseModel):
     meters: int
     skipped: list[str]
     """Meters under the gateway without an address on their device: not sent."""
+    delivered: bool
+    """It went to the broker now; false: pending (broker away, or no link in this process), sent at
+    the gateway's next HEALTH. Either way the head-end sends it until HEALTH reports the version."""
 
 
 @link_router.post(
     "/{item_id}/link/config",
     status_code=202,
     response_model=GatewayConfigOut,
-    responses={**NOT_FOUND, 503: {"description": "No gateway link, or the broker cannot be reached."}},
+    responses={**NOT_FOUND, 409: {"description": "The gateway has no link key yet (problem+json)."}},
     summary="Push the registry's meter list (and poll interval) to a gateway as a CONFIG envelope",
 )
 async def push_gateway_config(
     context: Context, principal: Writer, item_id: ItemId, body: GatewayConfigIn
 ) -> Any:
-    link = context.gateway_link
-    if link is None:
-        raise Problem(503, "the gateway link does not run in this process")
+    vault = _vault(context)
 
-    def plan() -> GatewayConfig:
-        with context.engine.connect() as conn:
-            return gateway_config(conn, principal.scope, item_id)
-
-    config = await asyncio.to_thread(plan)
-    payload: dict[str, Any] = {"meters": config.meters}
-    if body.poll_interval_s is not None:
-        payload["poll_interval_s"] = body.poll_interval_s
-    try:
-        version = await link.push_config(principal.tenant_slug, config.ident, payload)
-    except UnknownGateway:
-        raise Problem(409, f"gateway {config.ident!r} has no link key yet") from None
-    except ConnectError as exc:
-        raise Problem(503, str(exc)) from None
-
-    def audit() -> None:
+    def stage() -> tuple[GatewayConfig, StagedConfig]:
         with context.engine.begin() as conn:
-            detail = {"ident": config.ident, "version": version, "meters": len(config.meters)}
+            config = gateway_config(conn, principal.scope, item_id)
+            last = last_config(conn, vault, principal.tenant_id, config.gateway_id)
+            payload: dict[str, Any] = {"meters": carry_keys(config.meters, last)}
+            if body.poll_interval_s is not None:
+                payload["poll_interval_s"] = body.poll_interval_s
+            try:
+                staged = stage_config(conn, vault, principal.tenant_id, config.gateway_id, payload)
+            except UnknownGateway:
+                raise Problem(409, f"gateway {config.ident!r} has no link key yet") from None
+            detail = {"ident": config.ident, "version": staged.version, "meters": len(config.meters)}
             context.audit.append(
                 conn, principal.tenant_id, principal.actor, "gateway.config_pushed", "gateway",
                 config.gateway_id, detail,
             )  # fmt: skip
+        return config, staged
 
-    await asyncio.to_thread(audit)
+    config, staged = await asyncio.to_thread(stage)
+    delivered = False
+    if context.gateway_link is not None:
+        with contextlib.suppress(UnknownGateway):
+            delivered = await context.gateway_link.deliver_pending_config(principal.tenant_slug, config.ident)
     return GatewayConfigOut(
         gateway_id=config.gateway_id,
         ident=config.ident,
-        version=version,
+        version=staged.version,
         meters=len(config.meters),
         skipped=config.skipped,
+        delivered=delivered,
     )
 
 
@@ -291,7 +412,7 @@ def list_parents(
     summary="Generate (or rotate) a gateway's link key; the key is in this response only",
 )
 def create_link_key(context: Context, principal: Writer, item_id: ItemId, response: Response) -> Any:
-    vault = context.vault or KeyVault(context.engine, load_master_key(context.settings))
+    vault = _vault(context)
     provisioned = provision_key(
         context.engine, vault, context.audit, principal.scope, item_id, principal.actor
     )
