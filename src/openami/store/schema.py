@@ -275,11 +275,19 @@ job = Table(
     _id(),
     _tenant(),
     Column("kind", String(32), nullable=False),
-    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("state", String(16), nullable=False, server_default="planned"),  # openami.hes.jobstate.State
+    Column("lane", SmallInteger, nullable=False, server_default="3"),  # openami.hes.jobstate.Lane
     Column("target_type", String(32)),
     Column("target_id", Id),
     Column("params", json_type(), nullable=False, server_default="{}"),
-    Column("scheduled_for", UTCDateTime()),
+    Column("scheduled_for", UTCDateTime()),  # the slot or moment the job is for
+    Column("not_before", UTCDateTime()),  # may not be taken earlier (the slot, or a retry's backoff)
+    Column("deadline", UTCDateTime()),  # not started by then: failed, never run late
+    Column("dedup_key", String(200)),  # planned jobs: schedule, target and slot; unique per tenant
+    Column("path", String(128)),  # communication path for throttling (concentrator, modem pool, port)
+    Column("schedule_id", Id, ForeignKey("schedule.id", ondelete="SET NULL")),
+    Column("worker", String(64)),
+    Column("lease_until", UTCDateTime()),
     Column("started_at", UTCDateTime()),
     Column("finished_at", UTCDateTime()),
     Column("attempts", SmallInteger, nullable=False, server_default="0"),
@@ -289,6 +297,10 @@ job = Table(
     Column("created_by", Id, ForeignKey("app_user.id", ondelete="SET NULL")),
     _created(),
     Index("ix_job_tenant_state", "tenant_id", "state"),
+    Index("ix_job_dispatch", "state", "lane", "not_before"),
+    Index("ix_job_lease", "state", "lease_until"),
+    Index("ix_job_path", "path", "state"),
+    UniqueConstraint("tenant_id", "dedup_key", name="uq_job_tenant_dedup"),
 )
 
 command = Table(
