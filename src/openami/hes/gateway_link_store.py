@@ -64,6 +64,7 @@ __all__ = [
     "LinkStatus",
     "PendingDevice",
     "ProvisionedKey",
+    "PushedConfig",
     "StagedConfig",
     "UnknownGateway",
     "approve_pending",
@@ -77,6 +78,7 @@ __all__ = [
     "link_status",
     "list_pending",
     "provision_key",
+    "push_config",
     "reported_config_version",
     "stage_config",
 ]
@@ -886,3 +888,48 @@ def gateway_config(conn: Connection, scope: Scope, gateway_id: int) -> GatewayCo
             {"serial": row.serial, "protocol": row.protocol, "address": row.address, "model": row.model or ""}
         )
     return GatewayConfig(device.id, device.ident, meters, skipped)
+
+
+@dataclass(frozen=True, slots=True)
+class PushedConfig:
+    """A CONFIG staged for a gateway: its version and what it lists."""
+
+    gateway_id: int
+    ident: str
+    version: int
+    meters: int
+    skipped: list[str]
+
+
+def push_config(
+    conn: Connection,
+    vault: KeyVault,
+    audit: AuditLog,
+    scope: Scope,
+    gateway_id: int,
+    actor: str,
+    *,
+    meters: list[dict[str, Any]] | None = None,
+    poll_interval_s: int | None = None,
+) -> PushedConfig:
+    """Stage the gateway's next CONFIG (pending delivery, :func:`stage_config`) and audit it
+    (``gateway.config_pushed``, without keys), in the caller's transaction.
+
+    ``meters``: the list to send, already checked (:func:`config_entries`); None: the registry's list
+    (:func:`gateway_config`) with each meter's keys carried over from the last CONFIG pushed.
+    :class:`UnknownGateway` when the gateway has no link key yet."""
+    registry = gateway_config(conn, scope, gateway_id)
+    if meters is None:
+        meters = carry_keys(registry.meters, last_config(conn, vault, scope.tenant_id, registry.gateway_id))
+        skipped = registry.skipped
+    else:
+        skipped = []
+    payload: dict[str, Any] = {"meters": meters}
+    if poll_interval_s is not None:
+        payload["poll_interval_s"] = poll_interval_s
+    staged = stage_config(conn, vault, scope.tenant_id, registry.gateway_id, payload)
+    detail = {"ident": registry.ident, "version": staged.version, "meters": len(meters)}
+    audit.append(
+        conn, scope.tenant_id, actor, "gateway.config_pushed", "gateway", registry.gateway_id, detail
+    )
+    return PushedConfig(registry.gateway_id, registry.ident, staged.version, len(meters), skipped)

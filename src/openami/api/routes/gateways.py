@@ -61,21 +61,17 @@ from openami.api.schemas import (
     Utility,
 )
 from openami.hes.gateway_link_store import (
-    GatewayConfig,
     LinkStatus,
     PendingDevice,
-    StagedConfig,
+    PushedConfig,
     UnknownGateway,
     approve_pending,
-    carry_keys,
     decide_pending,
-    gateway_config,
     get_pending,
-    last_config,
     link_status,
     list_pending,
     provision_key,
-    stage_config,
+    push_config,
 )
 from openami.hes.topology import ParentPeriod, current_tree, parents_of
 from openami.security.keyvault import KeyVault, load_master_key
@@ -336,35 +332,28 @@ async def push_gateway_config(
 ) -> Any:
     vault = _vault(context)
 
-    def stage() -> tuple[GatewayConfig, StagedConfig]:
+    def stage() -> PushedConfig:
         with context.engine.begin() as conn:
-            config = gateway_config(conn, principal.scope, item_id)
-            last = last_config(conn, vault, principal.tenant_id, config.gateway_id)
-            payload: dict[str, Any] = {"meters": carry_keys(config.meters, last)}
-            if body.poll_interval_s is not None:
-                payload["poll_interval_s"] = body.poll_interval_s
             try:
-                staged = stage_config(conn, vault, principal.tenant_id, config.gateway_id, payload)
+                return push_config(
+                    conn, vault, context.audit, principal.scope, item_id, principal.actor,
+                    poll_interval_s=body.poll_interval_s,
+                )  # fmt: skip
             except UnknownGateway:
-                raise Problem(409, f"gateway {config.ident!r} has no link key yet") from None
-            detail = {"ident": config.ident, "version": staged.version, "meters": len(config.meters)}
-            context.audit.append(
-                conn, principal.tenant_id, principal.actor, "gateway.config_pushed", "gateway",
-                config.gateway_id, detail,
-            )  # fmt: skip
-        return config, staged
+                ident = comm_devices.get(conn, principal.scope, item_id).ident
+                raise Problem(409, f"gateway {ident!r} has no link key yet") from None
 
-    config, staged = await asyncio.to_thread(stage)
+    pushed = await asyncio.to_thread(stage)
     delivered = False
     if context.gateway_link is not None:
         with contextlib.suppress(UnknownGateway):
-            delivered = await context.gateway_link.deliver_pending_config(principal.tenant_slug, config.ident)
+            delivered = await context.gateway_link.deliver_pending_config(principal.tenant_slug, pushed.ident)
     return GatewayConfigOut(
-        gateway_id=config.gateway_id,
-        ident=config.ident,
-        version=staged.version,
-        meters=len(config.meters),
-        skipped=config.skipped,
+        gateway_id=pushed.gateway_id,
+        ident=pushed.ident,
+        version=pushed.version,
+        meters=pushed.meters,
+        skipped=pushed.skipped,
         delivered=delivered,
     )
 
