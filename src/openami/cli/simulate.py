@@ -224,6 +224,29 @@ def simulate_modbus(
     _serve(lambda: ModbusSimulator(host, port, devices), describe)
 
 
+@simulate_app.command("modem")
+def simulate_modem(
+    port: PortOption = 10007,
+    host: HostOption = "127.0.0.1",
+    rssi: Annotated[
+        int, typer.Option(min=0, max=99, help="AT+CSQ rssi: 0..31 (-113 + 2 rssi dBm), 99: no network.")
+    ] = 20,
+    rsrp: Annotated[
+        int | None, typer.Option(min=0, max=97, help="LTE RSRP for AT+CESQ (-141 + n dBm); unset: no LTE.")
+    ] = None,
+    rsrq: Annotated[int | None, typer.Option(min=0, max=34, help="LTE RSRQ (-20 + n / 2 dB).")] = None,
+) -> None:
+    """Serve a cellular modem's AT port (AT+CSQ, AT+CESQ) behind a simulated serial-to-TCP server."""
+    from openami.simulator.at_modem import AtModemSimulator, ModemState
+
+    def describe(sim: Any) -> list[str]:
+        lte = f", LTE RSRP {rsrp} RSRQ {rsrq}" if rsrp is not None else ", no LTE"
+        return [f"modem AT port on {sim.url}: CSQ rssi {rssi}{lte} (Ctrl-C stops)"]
+
+    probe_port(host, port, "--port")
+    _serve(lambda: AtModemSimulator(ModemState(rssi=rssi, rsrp=rsrp, rsrq=rsrq), host, port), describe)
+
+
 def _aes_key(key: str | None) -> bytes | None:
     """``--key``: 32 hex digits, or nothing (a CliError, not a traceback, for anything else)."""
     if not key:

@@ -4,9 +4,10 @@
 
 - **Polling**: every ``poll_interval_s``, aligned to the clock (rounds start on multiples of the
   interval, a few seconds after the boundary: :class:`openami.hes.poller.Poller`), every meter is read
-  by the head-end's own collectors (M-Bus, Modbus, IEC 62056-21, DSMR P1, SML) and the gateway's pulse
-  inputs. The collectors publish to an :class:`~openami.edge.sink.ArchiveSink`, so every read lands in
-  the archive (SQLite, WAL) before anything is sent.
+  by the head-end's own collectors (M-Bus, Modbus, IEC 62056-21, DSMR P1, SML, DLMS/COSEM with the
+  meters' configured keys: :mod:`openami.edge.dlms`) and the gateway's pulse inputs. The collectors
+  publish to an :class:`~openami.edge.sink.ArchiveSink`, so every read lands in the archive (SQLite,
+  WAL) before anything is sent.
 - **Forwarding**: after each round (and every ``forward_interval_s``) the
   :class:`~openami.edge.forwarder.Forwarder` cuts the new readings into batches and sends what the
   head-end has not acknowledged, over MQTT, sealed under the gateway's link key.
@@ -16,13 +17,23 @@
 - **Health**: every ``health_interval_s`` (and after each connect) a HEALTH envelope: uptime, archive
   backlog, meters, the last poll and its duration, clock offset and drift (:meth:`GatewayAgent.health`).
 - **Time**: every ``time_sync_interval_s`` (and after each connect) a TIME request; the head-end's
-  answers give the clock offset, round trip and drift (:class:`~openami.edge.timesync.ClockTracker`).
-  Setting the meters' clocks from it is a later step.
+  answers give the clock offset, round trip and drift (:class:`~openami.edge.timesync.ClockTracker`),
+  and the corrected clock the agent keeps time by: readings, events and batches are stamped with the
+  head-end's time once a trusted answer came (until then with the gateway's own clock), as a data
+  concentrator keeps one disciplined clock. Once per ``clock_sync_interval_s``, while synchronised,
+  each M-Bus meter's clock is read and set when it is more than ``clock_threshold_s`` off
+  (:mod:`openami.edge.clocks`: ``clock_synchronised`` and ``clock_sync_failed`` events).
+- **Modem**: with a ``[modem]`` section, every ``interval_s`` the AT port is asked for the signal
+  (``AT+CSQ``, ``AT+CESQ``), reported in HEALTH as ``signal_dbm`` (:mod:`openami.edge.modem`).
 - **Configuration from the head-end**: a CONFIG envelope with a higher ``version`` than the agent has
   replaces the meter list (and the poll interval when it names one). It is kept next to the archive
   (``<archive>.config.json``), so a restart keeps it; from then on the local file's meter list is not
   used until that file is removed.
 - **Retention**: once a day the archive drops what is older than ``retention_days``.
+- **Radio meters**: the ``[[receivers]]`` are listened to all the time; telegrams of the listed
+  ``wmbus`` meters are archived like polled readings (:mod:`openami.edge.wmbus`).
+- **Discovery**: meters heard or found on a searched M-Bus that are not in the meter list are kept in
+  the archive and reported in DISCOVERY envelopes (:mod:`openami.edge.discovery`).
 """
 
 from __future__ import annotations
@@ -42,12 +53,17 @@ from pydantic import ValidationError
 
 from openami import __version__
 from openami.edge.archive import Archive, ArchivedEvent
+from openami.edge.clocks import ClockCheck, MeterClockSync
 from openami.edge.config import GatewayConfig, MeterConfig, RemoteConfig, remote_meters
+from openami.edge.discovery import FIRST_SEARCH_S, Discovery
+from openami.edge.dlms import dlms_collector
 from openami.edge.forwarder import Forwarder
 from openami.edge.meters import MeterTargets, build_targets
+from openami.edge.modem import ModemProbe, Signal
 from openami.edge.pulse import PulseCollector
 from openami.edge.sink import ArchiveSink
 from openami.edge.timesync import ClockTracker
+from openami.edge.wmbus import RadioReceivers
 from openami.hes.iec_collector import IecCollector
 from openami.hes.mbus_collector import MbusCollector
 from openami.hes.modbus_collector import ModbusCollector
@@ -63,6 +79,8 @@ log = logging.getLogger(__name__)
 PURGE_EVERY_S: Final = 86400.0
 COMM_LOST: Final = "comm_lost"
 COMM_RESTORED: Final = "comm_restored"
+CLOCK_CHECK_S: Final = 60.0
+"""How often the agent looks whether the meter clock check is due (it runs once per interval)."""
 
 
 def _utcnow() -> datetime:
@@ -89,8 +107,10 @@ class GatewayAgent:
     """One gateway (module docstring). ``start`` runs it in the background, ``stop`` ends it;
     :meth:`poll_once` runs one polling round now (tests and the bench)."""
 
-    def __init__(self, config: GatewayConfig, *, now: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, config: GatewayConfig, *, now: Callable[[], datetime] | None = None) -> None:
         self.config = config
+        self.clock = ClockTracker(max_round_trip_s=config.clock_max_round_trip_s)
+        now = now or self.clock.now  # one disciplined clock: head-end time once synchronised
         self._now = now
         self.archive = Archive(config.archive, retention=timedelta(days=config.retention_days))
         self.sink = ArchiveSink(self.archive, on_alarm=self._alarm)
@@ -102,9 +122,16 @@ class GatewayAgent:
         self.iec = IecCollector(None, self.sink, timeout_s=timeout, now=now)
         self.p1 = P1Collector(
             None, self.sink, connect_s=timeout, concurrency=config.concurrency, now=now
-        )  # no key vault at the edge: encrypted ports are skipped (openami.edge.meters)
+        )  # no key vault at the edge: encrypted ports' targets carry their keys (openami.edge.meters)
         self.pulse = PulseCollector(self.archive, self.sink, now=now)
-        self.clock = ClockTracker()
+        self.dlms = dlms_collector(config, self.archive, self.sink, now=now)
+        self.meter_clocks = MeterClockSync(
+            self.mbus, self.sink, self.clock, interval_s=config.clock_sync_interval_s,
+            threshold_s=config.clock_threshold_s, zone=config.clock_timezone,
+        )  # fmt: skip
+        self.modem = None if config.modem is None else ModemProbe(
+            config.modem.port, baudrate=config.modem.baudrate, timeout_s=config.modem.timeout_s
+        )  # fmt: skip
         self.forwarder = Forwarder(
             config,
             self.archive,
@@ -118,6 +145,13 @@ class GatewayAgent:
         self.config_error: str | None = None
         self.meters: list[MeterConfig] = list(config.meters)
         self.targets: MeterTargets = build_targets(self.meters, config.tenant)
+        self.discovery = Discovery(
+            config.discovery, self.archive, self.forwarder.send, lambda: self.targets, self.mbus,
+            now=now,
+        )  # fmt: skip
+        self.radio = RadioReceivers(
+            config.receivers, config.tenant, self.sink, self.targets.wmbus, on_unknown=self.discovery.heard
+        )
         self._load_remote_config()
         self._log_skipped()
         self.poller = Poller([self._collect], self.poll_interval_s)
@@ -140,13 +174,28 @@ class GatewayAgent:
         self._running = True
         await self.forwarder.start()
         await self.poller.start()
+        await self.radio.start()
+        await self.discovery.start()
         self._loops = [
             asyncio.create_task(self._every(self.config.health_interval_s, self.send_health), name="health"),
             asyncio.create_task(
                 self._every(self.config.time_sync_interval_s, self.request_time), name="time"
             ),
             asyncio.create_task(self._every(PURGE_EVERY_S, self.purge, first_s=0.0), name="purge"),
+            asyncio.create_task(
+                self._every(self.config.discovery.report_interval_s, self.discovery.report_all),
+                name="discovery-report",
+            ),
         ]
+        if self.config.discovery.mbus_buses:
+            interval = self.config.discovery.mbus_search_interval_s
+            search = self._every(interval, self.discovery.search_mbus, first_s=min(interval, FIRST_SEARCH_S))
+            self._loops.append(asyncio.create_task(search, name="discovery-mbus"))
+        clocks = self._every(min(self.config.clock_sync_interval_s, CLOCK_CHECK_S), self.sync_meter_clocks)
+        self._loops.append(asyncio.create_task(clocks, name="meter-clocks"))
+        if self.modem is not None and self.config.modem is not None:
+            modem = self._every(self.config.modem.interval_s, self.modem.query, first_s=0.0)
+            self._loops.append(asyncio.create_task(modem, name="modem"))
         log.info(
             "gateway %s (%s) started: %d meters, poll every %d s, archive %s",
             self.config.id,
@@ -161,6 +210,8 @@ class GatewayAgent:
             return
         self._running = False
         await self.poller.stop()
+        await self.radio.stop()
+        await self.discovery.stop()
         for task in [*self._loops, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
@@ -214,6 +265,7 @@ class GatewayAgent:
             self.iec.collect(targets.iec),
             self.p1.collect(targets.p1),
             self.pulse.collect(targets.pulse),
+            self.dlms.collect(targets.dlms),
         )
         report = RoundReport()
         for part in parts:
@@ -266,6 +318,7 @@ class GatewayAgent:
     def _linked(self) -> None:
         self._spawn(self.send_health())
         self._spawn(self.request_time())
+        self._spawn(self.discovery.report_all())
 
     async def health(self) -> dict[str, Any]:
         """The HEALTH payload (``docs/drivers/gateway-link.md``)."""
@@ -293,13 +346,19 @@ class GatewayAgent:
             "unacked_batches": stats["unacked_batches"],
             "dropped_unsent": stats["dropped_unsent"],
             "refused_batches": stats["refused_batches"],
-            "signal_dbm": None,
+            **(self.modem.last if self.modem else Signal()).health(),  # signal_dbm, and what LTE adds
             "clock_offset_s": self.clock.offset_s,
             "clock_round_trip_s": self.clock.round_trip_s,
             "clock_drift_ppm": None if drift is None else round(drift, 3),
             "link_connects": link.connects,
             "batches_resent": link.batches_resent,
             "downlinks_refused": link.downlinks_refused,
+            "receivers_connected": self.radio.connected,
+            "wmbus_meters": len(self.targets.wmbus),
+            "wmbus_heard": self.radio.heard_within(self.poll_interval_s),
+            "wmbus_telegrams": self.radio.stats.telegrams,
+            "wmbus_rejected": self.radio.stats.rejected,
+            "discovered_devices": self.discovery.stats.devices,
         }
 
     async def send_health(self) -> int | None:
@@ -314,6 +373,13 @@ class GatewayAgent:
             log.warning("TIME answer that matches no request of ours: %s", payload)
             return
         log.info("clock offset %+.3f s, round trip %.3f s", sample.offset_s, sample.round_trip_s)
+        if self._running and self.meter_clocks.due(time.monotonic()):
+            self._spawn(self.sync_meter_clocks())  # the first synchronisation need not wait a check
+
+    async def sync_meter_clocks(self) -> list[ClockCheck] | None:
+        """The M-Bus meters' clock check, when it is due and the gateway's clock is synchronised
+        (:mod:`openami.edge.clocks`); None when it did not run."""
+        return await self.meter_clocks.run_if_due(self.targets.mbus)
 
     async def purge(self) -> dict[str, int]:
         gone = await asyncio.to_thread(self.archive.purge, self._now())
@@ -361,6 +427,7 @@ class GatewayAgent:
         targets = build_targets(meters, self.config.tenant)
         targets.skipped[:0] = refused
         self.targets = targets
+        self.radio.use(targets.wmbus)
         self.config_version = remote.version
         self.config_error = None
         if remote.poll_interval_s is not None:

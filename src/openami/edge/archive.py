@@ -16,6 +16,12 @@ loses at most the last transactions, never corrupts) with these tables:
     sent again; its payload is kept for inspection).
 ``state``
     small named values the agent keeps across restarts: the downlink replay window, pulse counters.
+``counter``
+    running totals (readings held, readings dropped unsent) and the blocks of numbers handed out
+    (:meth:`Archive.reserve_block`: the DLMS invocation counters towards each meter).
+``discovered``
+    devices the gateway found that are not in its meter list (:mod:`openami.edge.discovery`), one row
+    per protocol and id with when it was first and last seen.
 
 The forwarder cuts a batch (:meth:`Archive.cut_batch`), sends every unacknowledged batch in order
 (:meth:`Archive.pending`) and marks what the head-end acknowledged (:meth:`Archive.acknowledge`).
@@ -48,7 +54,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["RETENTION", "Archive", "ArchivedEvent", "ArchivedReading", "OutboxBatch"]
+__all__ = ["RETENTION", "Archive", "ArchivedDevice", "ArchivedEvent", "ArchivedReading", "OutboxBatch"]
 
 RETENTION: Final = timedelta(days=45)
 _SCHEMA: Final = """
@@ -72,6 +78,12 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS counter (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS discovered (
+    protocol TEXT NOT NULL, id TEXT NOT NULL, address TEXT NOT NULL DEFAULT '',
+    manufacturer TEXT NOT NULL DEFAULT '', medium TEXT, version INTEGER, device_type INTEGER,
+    rssi INTEGER, first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+    PRIMARY KEY (protocol, id)
+) WITHOUT ROWID;
 """
 
 
@@ -94,6 +106,22 @@ class ArchivedEvent:
     code: str
     severity: str = "info"
     detail: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedDevice:
+    """A discovered device (``discovered`` table). ``first_seen`` is kept from its first report."""
+
+    protocol: str
+    ident: str
+    address: str
+    manufacturer: str
+    medium: str | None
+    last_seen: datetime
+    version: int | None = None
+    device_type: int | None = None
+    rssi: int | None = None
+    first_seen: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,6 +414,55 @@ class Archive:
             )
         )
 
+    def note_devices(self, devices: Sequence[ArchivedDevice], *, limit: int) -> list[ArchivedDevice]:
+        """Upsert discovered devices by protocol and id (details and ``last_seen`` refreshed, an RSSI
+        only replaced by another); the ones not known before. Beyond ``limit`` rows the devices seen
+        longest ago are dropped."""
+
+        def work(db: sqlite3.Connection) -> list[ArchivedDevice]:
+            new = []
+            for d in devices:
+                seen = _epoch(d.last_seen)
+                cursor = db.execute(
+                    "INSERT INTO discovered (protocol, id, address, manufacturer, medium, version,"
+                    " device_type, rssi, first_seen, last_seen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (protocol, id) DO NOTHING",
+                    (d.protocol, d.ident, d.address, d.manufacturer, d.medium, d.version, d.device_type,
+                     d.rssi, seen, seen),
+                )  # fmt: skip
+                if cursor.rowcount:
+                    new.append(d)
+                    continue
+                db.execute(
+                    "UPDATE discovered SET address = ?, manufacturer = ?, medium = ?, version = ?,"
+                    " device_type = ?, rssi = coalesce(?, rssi), last_seen = max(last_seen, ?)"
+                    " WHERE protocol = ? AND id = ?",
+                    (d.address, d.manufacturer, d.medium, d.version, d.device_type, d.rssi, seen,
+                     d.protocol, d.ident),
+                )  # fmt: skip
+            db.execute(
+                "DELETE FROM discovered WHERE (protocol, id) IN (SELECT protocol, id FROM discovered"
+                " ORDER BY last_seen DESC, first_seen DESC LIMIT -1 OFFSET ?)",
+                (limit,),
+            )
+            return new
+
+        result: list[ArchivedDevice] = self._tx(work)
+        return result
+
+    def devices(self) -> list[ArchivedDevice]:
+        """Every discovered device, first found first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT protocol, id, address, manufacturer, medium, last_seen, version, device_type,"
+                " rssi, first_seen FROM discovered ORDER BY first_seen, protocol, id"
+            ).fetchall()
+        return [
+            ArchivedDevice(r[0], r[1], r[2], r[3], r[4], datetime.fromtimestamp(r[5], UTC), r[6], r[7], r[8],
+                           datetime.fromtimestamp(r[9], UTC))
+            for r in rows
+        ]  # fmt: skip
+
     def purge(self, now: datetime) -> dict[str, int]:
         """Drop everything older than the retention period; counts of what went, unsent included."""
         cutoff = _epoch(now - self.retention)
@@ -423,6 +500,84 @@ class Archive:
             ArchivedReading(r[0], r[1], datetime.fromtimestamp(r[2], UTC), r[3], r[4], r[5], r[6], r[7])
             for r in rows
         ]
+
+    def events(self, meter: str | None = None) -> list[ArchivedEvent]:
+        """The archived events (of ``meter``), oldest first: for inspection and tests."""
+        query = "SELECT meter, ts, code, severity, detail FROM event"
+        params: list[Any] = []
+        if meter is not None:
+            query += " WHERE meter = ?"
+            params.append(meter)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY ts, id", params).fetchall()
+        return [
+            ArchivedEvent(r[0], datetime.fromtimestamp(r[1], UTC), r[2], r[3], json.loads(r[4])) for r in rows
+        ]
+
+    def last_profile_times(self, meters: Sequence[str]) -> dict[str, datetime]:
+        """Per meter: the last time held on *every* profile channel (those with an ``interval_s``), i.e.
+        the earliest of the channels' latest readings, so a resumed read leaves no channel with a gap.
+        Meters with no profile reading are absent."""
+        if not meters:
+            return {}
+        marks = ",".join("?" * len(meters))
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT meter, min(last) FROM (SELECT meter, channel, max(ts) AS last FROM reading"
+                f" WHERE meter IN ({marks}) AND interval_s IS NOT NULL GROUP BY meter, channel)"
+                " GROUP BY meter",
+                list(meters),
+            ).fetchall()
+        return {str(r[0]): datetime.fromtimestamp(r[1], UTC) for r in rows}
+
+    def last_event_times(self, meters: Sequence[str], *, detail_key: str) -> dict[str, datetime]:
+        """Per meter: the time of the last event whose detail holds ``detail_key`` (a collector marks
+        the events it read from a meter's own logs so, not the gateway's ``comm_lost`` or a clock set).
+        Meters with none are absent."""
+        if not meters:
+            return {}
+        if not detail_key.isidentifier():
+            raise ValueError(f"detail_key must be an identifier, not {detail_key!r}")
+        marks = ",".join("?" * len(meters))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT meter, max(ts) FROM event WHERE meter IN ({marks})"
+                " AND json_type(detail, ?) IS NOT NULL GROUP BY meter",
+                [*meters, f"$.{detail_key}"],
+            ).fetchall()
+        return {str(r[0]): datetime.fromtimestamp(r[1], UTC) for r in rows}
+
+    def reserve_block(self, name: str, block: int) -> int:
+        """The first number of a new block of ``block`` numbers of the counter ``name`` (1 for a new
+        counter): the archive then holds the number after the block. Durable before it returns, as
+        :meth:`next_seq` is, so a number handed out is never handed out again (DLMS invocation counters:
+        :mod:`openami.edge.dlms`)."""
+        if block < 1:
+            raise ValueError("block must be at least 1")
+
+        def work(db: sqlite3.Connection) -> int:
+            row = db.execute(
+                "INSERT INTO counter (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = value + ? RETURNING value",
+                (f"block:{name}", 1 + block, block),
+            ).fetchone()
+            return int(row[0]) - block
+
+        return int(self._tx(work, durable=True))
+
+    def release_block(self, name: str, start: int, block: int, following: int) -> bool:
+        """Give back the unused end of the block reserved at ``start``: the counter then holds
+        ``following``. Nothing changes when another block was reserved since (it lies above this one);
+        True when the counter was lowered."""
+
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "UPDATE counter SET value = ? WHERE name = ? AND value = ? AND ? <= value",
+                (following, f"block:{name}", start + block, following),
+            )
+            return cursor.rowcount == 1
+
+        return bool(self._tx(work, durable=True))
 
     def stats(self) -> dict[str, int]:
         """Backlog and totals for the gateway's health report."""

@@ -39,10 +39,11 @@ import tomllib
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -60,11 +61,14 @@ from openami.protocols.edge import KEY_LENGTH, Compression
 
 __all__ = [
     "PROTOCOLS",
+    "DiscoveryConfig",
     "GatewayConfig",
     "GatewayConfigError",
     "MeterConfig",
     "MeterKeys",
+    "ModemConfig",
     "PulseSettings",
+    "ReceiverConfig",
     "RemoteConfig",
     "UplinkConfig",
     "load_config",
@@ -249,6 +253,13 @@ class MeterConfig(_Strict):
     def pulse_path(self) -> Path:
         return _pulse_path(self.address)
 
+    @model_validator(mode="after")
+    def _wmbus_key(self) -> MeterConfig:
+        key = self.keys.encryption_key if self.keys is not None else None
+        if self.protocol == "wmbus" and key is not None and len(key) != 16:
+            raise ValueError("keys.encryption: a wM-Bus key is AES-128: 32 hex digits")
+        return self
+
 
 class UplinkConfig(_Strict):
     """How the gateway reaches the head-end: the broker, who it is there, and the link key."""
@@ -351,6 +362,83 @@ class UplinkConfig(_Strict):
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
+def _receiver_url(value: str) -> str:
+    from openami.drivers.wmbus.receiver import parse_receiver_url
+
+    parse_receiver_url(value)  # WmbusReceiverUrlError is a ValueError naming the problem
+    return value
+
+
+def _timezone(value: str) -> str:
+    from openami.tz import check_timezone
+
+    return check_timezone(value)
+
+
+def _modem_port(value: str) -> str:
+    from openami.edge.modem import check_port
+
+    return check_port(value)
+
+
+class ModemConfig(_Strict):
+    """The gateway's cellular modem, asked for its signal (``openami.edge.modem``)."""
+
+    port: Annotated[str, AfterValidator(_modem_port)] = Field(
+        max_length=512, description="The AT port: a tty (/dev/ttyUSB2) or tcp://host:port."
+    )
+    baudrate: int = Field(115200, ge=300, le=4_000_000)
+    interval_s: float = Field(300.0, ge=1, le=86400)
+    timeout_s: float = Field(5.0, gt=0, le=60)
+
+
+def _mbus_bus(value: str) -> str:
+    from openami.hes.mbus_collector import parse_bus
+
+    if len(value) > 200:
+        raise ValueError("a bus URL is 200 characters at most (devices found on it are reported with it)")
+    query = parse_qs(urlsplit(value).query)
+    if "primary" in query or "secondary" in query:
+        raise ValueError(f"{value!r}: a bus to search names no meter (no primary= or secondary=)")
+    parse_bus(value)
+    return value
+
+
+class ReceiverConfig(_Strict):
+    """A wireless M-Bus receiver the gateway listens to (``openami.edge.wmbus``)."""
+
+    url: Annotated[str, AfterValidator(_receiver_url)] = Field(
+        max_length=512, description="wmbus+tcp://host:port or wmbus+serial:///dev/ttyX?baud=N."
+    )
+    idle_timeout_s: float | None = Field(
+        None, gt=0, le=86400, description="Reconnect after this much silence (receivers that always hear)."
+    )
+
+
+class DiscoveryConfig(_Strict):
+    """Finding meters that are not in the meter list (``openami.edge.discovery``)."""
+
+    wmbus: Literal["all", "installation", "off"] = Field(
+        "all", description="Unlisted radio meters reported: any heard, only SND-IR senders, or none."
+    )
+    mbus_buses: list[Annotated[str, AfterValidator(_mbus_bus)]] = Field(
+        default_factory=list, max_length=64, description="M-Bus buses to search by secondary address."
+    )
+    mbus_search_interval_s: float = Field(86400.0, ge=1, le=30 * 86400)
+    mbus_search_timeout_s: float = Field(
+        0.5, gt=0, le=10, description="Wait for an answer to each search step (most patterns get none)."
+    )
+    report_interval_s: float = Field(86400.0, ge=1, le=30 * 86400, description="Re-sent this often.")
+    max_devices: int = Field(10_000, ge=1, le=100_000, description="Discovered devices kept at most.")
+
+    @field_validator("mbus_buses")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a bus is listed twice")
+        return value
+
+
 class GatewayConfig(_Strict):
     """The whole gateway (module docstring)."""
 
@@ -362,6 +450,17 @@ class GatewayConfig(_Strict):
     forward_interval_s: float = Field(60.0, ge=0.1, le=86400)
     health_interval_s: float = Field(300.0, ge=0.1, le=86400)
     time_sync_interval_s: float = Field(3600.0, ge=0.1, le=86400)
+    clock_max_round_trip_s: float = Field(
+        2.0, gt=0, le=60, description="A TIME answer with a longer round trip does not synchronise."
+    )
+    clock_sync_interval_s: float = Field(
+        86400.0, ge=1, le=30 * 86400, description="How often the M-Bus meters' clocks are checked."
+    )
+    clock_threshold_s: float = Field(30.0, ge=1, le=86400, description="A meter clock further off is set.")
+    clock_timezone: Annotated[str, AfterValidator(_timezone)] = Field(
+        "UTC", description="The zone the meters' clocks show (M-Bus clocks are local time)."
+    )
+    modem: ModemConfig | None = None
     batch_readings: int = Field(10_000, ge=1, le=500_000, description="Readings per batch at most.")
     compression: Literal["zstd", "zlib", "none"] = "zstd"
     read_timeout_s: float = Field(3.0, gt=0, le=120)
@@ -369,6 +468,8 @@ class GatewayConfig(_Strict):
     comm_alarm_after: int = Field(3, ge=0, le=1000, description="Failed polls in a row before comm_lost.")
     uplink: UplinkConfig
     meters: list[MeterConfig] = Field(default_factory=list)
+    receivers: list[ReceiverConfig] = Field(default_factory=list, max_length=16)
+    discovery: DiscoveryConfig = Field(default_factory=lambda: DiscoveryConfig())
 
     @field_validator("archive")
     @classmethod
@@ -390,6 +491,10 @@ class GatewayConfig(_Strict):
         problem = meter_list_problem(self.meters)
         if problem is not None:
             raise ValueError(problem)
+        urls = [receiver.url for receiver in self.receivers]
+        for index, url in enumerate(urls):
+            if url in urls[:index]:
+                raise ValueError(f"receivers[{index}].url: {url!r} is listed twice")
         return self
 
     @property
@@ -410,6 +515,15 @@ def meter_list_problem(meters: list[MeterConfig]) -> str | None:
         if meter.serial in seen:
             return f"meters[{index}].serial: {meter.serial!r} is already meters[{seen[meter.serial]}]"
         seen[meter.serial] = index
+    from openami.edge.wmbus import add_radio_meter  # the radio meters' own address rules
+
+    radio: list[Any] = []
+    for index, meter in enumerate(meters):
+        if meter.protocol == "wmbus":
+            try:
+                add_radio_meter(radio, meter)
+            except ValueError as exc:
+                return f"meters[{index}].address: {exc}"
     sharing: dict[str, list[int]] = defaultdict(list)
     for index, meter in enumerate(meters):
         if meter.protocol == "iec62056-21":

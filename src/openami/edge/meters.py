@@ -1,36 +1,46 @@
 """The gateway's meter list as the head-end's collectors' targets.
 
-The agent reads meters with the head-end's own collectors (M-Bus, Modbus, IEC 62056-21, DSMR P1 and
-SML), so an address means the same at the edge as in the head-end's meter registry; this module turns
-configured meters into those collectors' targets with each collector's public ``target_from_row``.
+The agent reads meters with the head-end's own collectors (M-Bus, Modbus, IEC 62056-21, DSMR P1, SML
+and DLMS/COSEM), so an address means the same at the edge as in the head-end's meter registry; this
+module turns configured meters into those collectors' targets with each collector's public
+``target_from_row`` (DLMS: :func:`openami.edge.dlms.dlms_target`).
+Radio (``wmbus``) meters are not polled: they become the receivers' meter list
+(:mod:`openami.edge.wmbus`).
 
-Not read at the edge (yet), each skipped with its reason rather than failing the list:
-
-- encrypted P1 ports (``dsmr+tcp://...?encrypted=1``): their keys live in the head-end's key vault,
-  and the gateway has no vault of its own yet;
-- DLMS/COSEM meters: not a protocol of the gateway in this increment (``docs/operations/gateway.md``).
+Where the head-end takes a meter's secrets from its key vault, the gateway takes them from the meter's
+``keys``: an encrypted P1 port (``dsmr+tcp://...?encrypted=1``) is read with ``keys.encryption`` (and
+``keys.authentication`` where the meter authenticates its frames), a DLMS meter with its keys or LLS
+password, which also imply its security level (:mod:`openami.edge.dlms`). A meter that cannot be read
+(an encrypted port without ``keys.encryption``, a DLMS meter whose keys do not fit its address) is
+skipped with its reason rather than failing the list.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 from openami.drivers.pulse.counter import PulseInput
 from openami.edge.config import MeterConfig
+from openami.edge.dlms import check_dlms_address, dlms_target
 from openami.edge.pulse import PulseTarget
+from openami.edge.wmbus import RadioMeter, add_radio_meter, parse_radio_address
 from openami.hes import iec_collector, mbus_collector, modbus_collector, p1_collector
+from openami.hes.dlms_targets import DlmsTarget
 from openami.hes.iec_collector import IecTarget
 from openami.hes.mbus_collector import MbusTarget
 from openami.hes.modbus_collector import ModbusTarget
 from openami.hes.p1_collector import P1Target
 from openami.hes.targets import MeterRow
+from openami.protocols.dsmr import P1Keys
 
 __all__ = ["ENCRYPTED_P1_SKIPPED", "MeterTargets", "build_targets", "check_address"]
 
 ENCRYPTED_P1_SKIPPED: Final = (
-    "encrypted P1 ports are not read at the edge yet (their keys are in the head-end's vault)"
+    "an encrypted P1 port is read with the meter's keys.encryption (and keys.authentication where the"
+    " meter authenticates its frames): none is configured"
 )
 
 
@@ -43,12 +53,16 @@ class MeterTargets:
     iec: list[IecTarget] = field(default_factory=list)
     p1: list[P1Target] = field(default_factory=list)
     pulse: list[PulseTarget] = field(default_factory=list)
+    dlms: list[DlmsTarget] = field(default_factory=list)
+    wmbus: list[RadioMeter] = field(default_factory=list)
+    """Radio meters: listened to on the gateway's receivers (:mod:`openami.edge.wmbus`), not polled."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
-        """Meters that are read."""
-        return len(self.mbus) + len(self.modbus) + len(self.iec) + len(self.p1) + len(self.pulse)
+        """Meters that are read (radio meters included)."""
+        polled = len(self.mbus) + len(self.modbus) + len(self.iec) + len(self.p1) + len(self.pulse)
+        return polled + len(self.dlms) + len(self.wmbus)
 
 
 def _row(tenant: str, index: int, serial: str, model: str, address: str) -> MeterRow:
@@ -68,8 +82,25 @@ def check_address(protocol: str, address: str, model: str = "") -> None:
         iec_collector.target_from_row(row)
     elif protocol in ("dsmr", "sml"):
         p1_collector.target_from_row(row, "dsmr" if protocol == "dsmr" else "sml")
+    elif protocol == "dlms":
+        check_dlms_address(address)
+    elif protocol == "wmbus":
+        parse_radio_address(address)
     elif protocol != "pulse":
         raise ValueError(f"the gateway does not read {protocol!r} meters")
+
+
+def _with_p1_keys(target: P1Target, meter: MeterConfig) -> P1Target | None:
+    """An encrypted port's target with the meter's configured keys (None: it has no encryption key);
+    ``ValueError`` naming the field when a key does not fit (E-MeterP1 takes AES-128 keys)."""
+    keys = meter.keys
+    if keys is None or keys.encryption_key is None:
+        return None
+    try:
+        p1_keys = P1Keys(keys.encryption_key, keys.authentication_key)
+    except ValueError as exc:
+        raise ValueError(f"keys: {exc} (an encrypted P1 port takes AES-128 keys, 32 hex digits)") from None
+    return dataclasses.replace(target, keys=p1_keys)
 
 
 def build_targets(meters: Sequence[MeterConfig], tenant: str) -> MeterTargets:
@@ -86,11 +117,16 @@ def build_targets(meters: Sequence[MeterConfig], tenant: str) -> MeterTargets:
             elif meter.protocol == "iec62056-21":
                 found.iec.append(iec_collector.target_from_row(row))
             elif meter.protocol in ("dsmr", "sml"):
-                target = p1_collector.target_from_row(row, "dsmr" if meter.protocol == "dsmr" else "sml")
-                if target.encrypted:
+                port = p1_collector.target_from_row(row, "dsmr" if meter.protocol == "dsmr" else "sml")
+                target = _with_p1_keys(port, meter) if port.encrypted else port
+                if target is None:
                     found.skipped.append((meter.serial, ENCRYPTED_P1_SKIPPED))
                 else:
                     found.p1.append(target)
+            elif meter.protocol == "dlms":
+                found.dlms.append(dlms_target(row, meter.keys))
+            elif meter.protocol == "wmbus":
+                add_radio_meter(found.wmbus, meter)
             else:
                 assert meter.pulse is not None  # required for pulse meters by the config
                 pulse = meter.pulse

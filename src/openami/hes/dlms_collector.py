@@ -1,6 +1,6 @@
 """The head-end's DLMS pull driver: one collection round reads every DLMS meter and publishes what it read.
 
-Per meter, one session (connect, associate with the meter's keys from the key vault, release):
+Per meter, one session (connect, associate with the meter's keys, release):
 
 1. read the meter's clock; when it is off by more than ``clock_threshold``, set it and record a
    ``clock_synchronised`` event (a meter whose clock drifts stamps its load profile wrongly);
@@ -14,6 +14,11 @@ Readings travel on the bus as one ReadingBatch per meter and round (source ``dlm
 per profile column, values scaled by the column's register scaler. The profile's layout (capture objects,
 period, scalers) is read once per meter and kept until a read fails. A meter that cannot be read costs
 its own round only: failures are counted by kind and reported, never raised.
+
+Where the reads resume from and how a session is opened are given to the collector, so the same rounds
+run in two places: in the head-end, resuming from its store (:class:`StoreResume`) with keys from its
+key vault and counters in its store (:class:`~openami.hes.dlms_session.DlmsSessions`, the defaults);
+in a gateway, resuming from its archive with keys from its configuration (:mod:`openami.edge.dlms`).
 """
 
 from __future__ import annotations
@@ -24,17 +29,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from sqlalchemy import Engine, func, select, union_all
 from sqlalchemy.exc import SQLAlchemyError
 
-from openami.bus.base import Bus
+from openami.bus.base import Publisher
 from openami.bus.messages import MeterEvent, Series
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError, DlmsProtocolError
 from openami.drivers.dlms.events import EVENT_LOGS, read_event_log
-from openami.hes.dlms_session import FEP_WAIT_S, DlmsSessions
+from openami.hes.dlms_session import FEP_WAIT_S, DlmsSessions, SessionOpener
 from openami.hes.dlms_targets import DlmsTarget, load_targets
 from openami.hes.fep import FrontEndProcessor
 from openami.hes.rounds import MeterOutcome, RoundReport, publish_read
@@ -46,7 +51,7 @@ from openami.protocols.dlms.xdlms import CosemAttribute
 from openami.security.keyvault import KeyVault
 from openami.store.schema import channel, event, interval_read, register_read
 
-__all__ = ["SOURCE", "CollectorOptions", "DlmsCollector", "ProfileLayout"]
+__all__ = ["SOURCE", "CollectorOptions", "DlmsCollector", "ProfileLayout", "ResumePoints", "StoreResume"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,18 @@ SOURCE: Final = "dlms-pull"
 LOAD_PROFILE: Final = Obis(1, 0, 99, 1, 0, 255)
 _PROFILE_CLASS, _REGISTER_CLASSES = 7, frozenset({3, 4, 5})
 Progress = Callable[[int, int], None]
+ResumeTimes = tuple[dict[int, datetime], dict[int, datetime]]
+CLOCK_SYNCHRONISED: Final = "clock_synchronised"
+
+
+class ResumePoints(Protocol):
+    """Where each meter's reads resume: what is already kept of it (blocking; run in a thread)."""
+
+    def stored_until(self, targets: Sequence[DlmsTarget]) -> ResumeTimes:
+        """Per meter id: the last profile time kept on every profile channel (a channel that lags
+        behind the others sets it, so none is left with a gap), and the last event read from its logs.
+        A meter with nothing kept is absent (its reads start ``backfill`` back)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,34 +151,49 @@ async def _scaler_unit(client: DlmsClient, obis: Obis, class_id: int) -> tuple[i
 class DlmsCollector:
     """Runs collection rounds over DLMS meters; see the module docstring.
 
+    ``resume``: where reads resume (None: ``engine``'s store). ``sessions``: how a session with a target
+    is opened (None: :class:`~openami.hes.dlms_session.DlmsSessions` on ``engine``, as this head-end).
     ``fep``: the front-end processor through which meters addressed ``fep://`` / ``fep+hdlc://`` are
-    read (without one they fail as unreachable).
+    read by the default sessions (without one they fail as unreachable). ``engine`` may be None when
+    both ``resume`` and ``sessions`` are given (a gateway); :meth:`collect_all` then cannot be used.
     """
 
     def __init__(
         self,
-        engine: Engine,
-        bus: Bus,
+        engine: Engine | None,
+        bus: Publisher,
         options: CollectorOptions | None = None,
         *,
         now: Callable[[], datetime] = _utcnow,
         fep: FrontEndProcessor | None = None,
+        resume: ResumePoints | None = None,
+        sessions: SessionOpener | None = None,
     ) -> None:
         self._engine = engine
         self._bus = bus
         self.options = options or CollectorOptions()
         self._now = now
-        self._layouts: dict[int, ProfileLayout] = {}
-        self._sessions = DlmsSessions(
-            engine,
-            self.options.client_system_title,
-            self.options.timeout_s,
-            fep=fep,
-            fep_wait_s=self.options.fep_wait_s,
-        )
+        self._layouts: dict[tuple[int, str], ProfileLayout] = {}
+        if (resume is None or sessions is None) and engine is None:
+            raise ValueError("DlmsCollector needs the store's engine unless resume and sessions are given")
+        if resume is None:
+            assert engine is not None  # checked above
+            resume = StoreResume(engine)
+        self._resume = resume
+        if sessions is None:
+            sessions = DlmsSessions(
+                engine,
+                self.options.client_system_title,
+                self.options.timeout_s,
+                fep=fep,
+                fep_wait_s=self.options.fep_wait_s,
+            ).open
+        self._open = sessions
 
     async def collect_all(self, vault: KeyVault) -> RoundReport:
         """One round over every DLMS meter on record (the list is read again each round)."""
+        if self._engine is None:
+            raise RuntimeError("collect_all needs the store's engine; without one, call collect(targets)")
         targets, skipped = await asyncio.to_thread(load_targets, self._engine, vault)
         for serial, reason in skipped:
             log.warning("DLMS meter %s skipped: %s", serial, reason)
@@ -173,8 +205,7 @@ class DlmsCollector:
         report = RoundReport(meters=len(targets))
         if not targets:
             return report
-        ids = [t.meter_id for t in targets]
-        profile_since, event_since = await asyncio.to_thread(self._stored_until, ids)
+        profile_since, event_since = await asyncio.to_thread(self._resume.stored_until, targets)
         limit = asyncio.Semaphore(self.options.concurrency)
 
         async def one(target: DlmsTarget) -> None:
@@ -201,17 +232,18 @@ class DlmsCollector:
         outcome = MeterOutcome(target.serial)
         options = self.options
         now = self._now()
+        known = (target.meter_id, target.serial)  # a gateway's ids follow its meter list: keyed by both
         try:
-            async with self._sessions.open(target) as client:
+            async with self._open(target) as client:
                 events = await self._check_clock(client, target, now, outcome)
-                layout = self._layouts.get(target.meter_id)
+                layout = self._layouts.get(known)
                 if layout is None:
-                    layout = self._layouts[target.meter_id] = await read_layout(client)
+                    layout = self._layouts[known] = await read_layout(client)
                 series = await self._read_profile(client, target, layout, profile_since, now)
                 if options.read_events:
                     events += await self._read_events(client, target, event_since, now)
         except (DlmsDriverError, OSError, SQLAlchemyError) as exc:
-            self._layouts.pop(target.meter_id, None)
+            self._layouts.pop(known, None)
             outcome.error = f"{type(exc).__name__}: {exc}"
             log.warning("DLMS read of %s failed: %s", target.serial, outcome.error)
             return outcome
@@ -238,7 +270,7 @@ class DlmsCollector:
             MeterEvent(
                 meter=target.serial,
                 ts=now,
-                code="clock_synchronised",
+                code=CLOCK_SYNCHRONISED,
                 severity="warning",
                 detail={"drift_s": round(drift, 3)},
             )
@@ -296,12 +328,20 @@ class DlmsCollector:
                 )
         return found
 
-    def _stored_until(self, meter_ids: list[int]) -> tuple[dict[int, datetime], dict[int, datetime]]:
+
+class StoreResume:
+    """:class:`ResumePoints` from the head-end's store: its readings and the events it pulled."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def stored_until(self, targets: Sequence[DlmsTarget]) -> ResumeTimes:
         """Per meter: the last profile time stored on every profile channel, and the last pulled event.
 
         Profile channels are those with a capture period (``interval_s``); a channel that lags behind the
         others sets the start, so no channel is left with a gap.
         """
+        meter_ids = [t.meter_id for t in targets]
         latest = [
             select(channel.c.meter_id, channel.c.id, func.max(table.c.ts).label("ts"))
             .join(table, table.c.channel_id == channel.c.id)
@@ -314,7 +354,7 @@ class DlmsCollector:
             .where(
                 event.c.meter_id.in_(meter_ids),
                 event.c.source == SOURCE,
-                event.c.code != "clock_synchronised",
+                event.c.code != CLOCK_SYNCHRONISED,
             )
             .group_by(event.c.meter_id)
         )

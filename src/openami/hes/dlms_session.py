@@ -3,7 +3,8 @@
 Kept apart from the collector because commands (disconnect, clock, firmware) open sessions the same way:
 HLS-GMAC with every APDU glo-ciphered when the meter has keys (the production setting), LLS with its
 password, or the public client without security. Ciphered sessions take their invocation counters from
-the store (:mod:`openami.hes.dlms_counters`), so a meter never sees one twice.
+an :class:`InvocationCounters` (the head-end's store, :mod:`openami.hes.dlms_counters`, by default; the
+gateway keeps its own in its archive), so a meter never sees one twice.
 
 A target whose address is ``fep://`` or ``fep+hdlc://`` is not dialled: the session borrows the
 connection the device holds at the front-end processor (:mod:`openami.hes.fep`), waiting at most
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Final
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Final, Protocol
 
 from sqlalchemy import Engine
 
@@ -31,11 +33,49 @@ from openami.protocols.dlms.acse import Mechanism
 from openami.protocols.dlms.association import ClientAssociation
 from openami.protocols.dlms.security import SecurityControl
 
-__all__ = ["DlmsSessions", "association_for"]
+__all__ = [
+    "DlmsSessions",
+    "InvocationCounters",
+    "SessionOpener",
+    "StoredCounters",
+    "association_for",
+]
 
 _CIPHERED: Final = SecurityControl(suite=0, authenticated=True, encrypted=True)
 FEP_WAIT_S: Final = 30.0
 """Default longest wait for a device's FEP connection while another session of it runs."""
+
+SessionOpener = Callable[[DlmsTarget], AbstractAsyncContextManager[DlmsClient]]
+"""``async with opener(target) as client``: a connected, associated session, released on exit
+(:meth:`DlmsSessions.open`); what the collector is given so that where its keys and counters come from
+is the caller's choice."""
+
+
+class InvocationCounters(Protocol):
+    """Blocks of invocation counters per (meter, client system title), kept between sessions: a session
+    reserves a block before it starts and gives back the unused rest at its end (blocking calls)."""
+
+    def reserve(self, target: DlmsTarget, client_title: bytes) -> int:
+        """The first counter of a new block of this session's own."""
+        ...
+
+    def release(self, target: DlmsTarget, client_title: bytes, start: int, last_used: int | None) -> None:
+        """Give back what the session that reserved at ``start`` did not use."""
+        ...
+
+
+class StoredCounters:
+    """:class:`InvocationCounters` in the head-end's store (:class:`~openami.hes.dlms_counters.CounterStore`,
+    keyed by the meter's id)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._store = CounterStore(engine)
+
+    def reserve(self, target: DlmsTarget, client_title: bytes) -> int:
+        return self._store.reserve(target.tenant_id, target.meter_id, client_title)
+
+    def release(self, target: DlmsTarget, client_title: bytes, start: int, last_used: int | None) -> None:
+        self._store.release(target.meter_id, client_title, start, last_used)
 
 
 def association_for(
@@ -70,16 +110,18 @@ def association_for(
 class DlmsSessions:
     """Opens sessions as this head-end (``client_system_title``), with persisted invocation counters.
 
-    ``fep``: the front-end processor holding the connections of ``fep://`` targets (None: such targets
-    fail as unreachable).
+    ``counters``: where they are kept (None: in ``engine``'s store, :class:`StoredCounters`). ``fep``: the
+    front-end processor holding the connections of ``fep://`` targets (None: such targets fail as
+    unreachable).
     """
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | None,
         client_system_title: bytes,
         timeout_s: float,
         *,
+        counters: InvocationCounters | None = None,
         fep: FrontEndProcessor | None = None,
         fep_wait_s: float = FEP_WAIT_S,
     ) -> None:
@@ -87,7 +129,11 @@ class DlmsSessions:
         self.timeout_s = timeout_s
         self.fep = fep
         self.fep_wait_s = fep_wait_s
-        self._counters = CounterStore(engine)
+        if counters is None:
+            if engine is None:
+                raise ValueError("DlmsSessions needs the store's engine or its own invocation counters")
+            counters = StoredCounters(engine)
+        self._counters: InvocationCounters = counters
 
     @contextlib.asynccontextmanager
     async def open(self, target: DlmsTarget) -> AsyncIterator[DlmsClient]:
@@ -96,9 +142,7 @@ class DlmsSessions:
         ciphered = endpoint.auth == "hls"
         start = 1
         if ciphered:
-            start = await asyncio.to_thread(
-                self._counters.reserve, target.tenant_id, target.meter_id, self.client_system_title
-            )
+            start = await asyncio.to_thread(self._counters.reserve, target, self.client_system_title)
         association = association_for(target, self.client_system_title, start)
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -120,7 +164,7 @@ class DlmsSessions:
             if ciphered:
                 await asyncio.to_thread(
                     self._counters.release,
-                    target.meter_id,
+                    target,
                     self.client_system_title,
                     start,
                     association.last_invocation_counter,

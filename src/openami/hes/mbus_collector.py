@@ -10,7 +10,8 @@ address naming the bus and the meter on it:
   collector does not switch rates).
 
 Meters on one converter or tty share one bus, so they are read one after the other per bus while
-buses are read in parallel.
+buses are read in parallel. Whoever else drives a bus (the gateway's secondary-address search) takes the
+collector's lock for it (:meth:`MbusCollector.bus_lock`), so it never talks over a read.
 
 Each current value becomes a register reading on a channel named as for every bearer of M-Bus records
 (:func:`openami.protocols.mbus.channels.channel_codes`: ``energy``, ``energy:t1``, ``power:maximum``,
@@ -45,9 +46,11 @@ from openami.protocols.mbus.master import BAUDRATE_CI, DEFAULT_BAUDRATE, Seconda
 __all__ = [
     "MBUS_PROTOCOL",
     "SOURCE",
+    "MbusBus",
     "MbusCollector",
     "MbusTarget",
     "load_mbus_targets",
+    "parse_bus",
     "target_from_row",
 ]
 
@@ -74,10 +77,42 @@ class MbusTarget:
     @property
     def bus(self) -> str:
         """Which bus the meter is on: meters of one bus are read one after the other."""
+        return self.line.bus
+
+    @property
+    def line(self) -> MbusBus:
+        return MbusBus(self.host, self.port, self.path, self.baudrate)
+
+
+@dataclass(frozen=True, slots=True)
+class MbusBus:
+    """One bus: behind a converter (``host``, ``port``) or on a local tty (``path`` at ``baudrate``)."""
+
+    host: str
+    port: int
+    path: str | None = None
+    baudrate: int = DEFAULT_BAUDRATE
+
+    @property
+    def bus(self) -> str:
+        """The key of :meth:`MbusCollector.bus_lock` (and of :attr:`MbusTarget.bus`)."""
         return self.path if self.path is not None else f"{self.host}:{self.port}"
 
+    def client(self, timeout_s: float) -> MbusClient:
+        """A master for this bus (not connected yet: use it with ``async with``)."""
+        if self.path is not None:
+            return MbusSerialClient(self.path, baudrate=self.baudrate, timeout=timeout_s)
+        return MbusTcpClient(self.host, self.port, timeout=timeout_s)
 
-def _endpoint(address: str) -> tuple[str, int, int | None, str | None, str | None, int]:
+
+def parse_bus(address: str) -> MbusBus:
+    """The bus an ``mbus+tcp://`` or ``mbus+serial://`` URL names (meter options are not looked at);
+    ``ValueError`` naming the problem."""
+    bus, _ = _bus_and_query(address)
+    return bus
+
+
+def _bus_and_query(address: str) -> tuple[MbusBus, dict[str, list[str]]]:
     parts = urlsplit(address.strip())
     query = parse_qs(parts.query)
     path, baudrate = None, DEFAULT_BAUDRATE
@@ -96,6 +131,12 @@ def _endpoint(address: str) -> tuple[str, int, int | None, str | None, str | Non
             f"{address!r}: expected mbus+tcp://host:port?primary=N (or ?secondary=ID),"
             " or mbus+serial:///dev/ttyX?baud=2400&primary=N"
         )
+    return MbusBus(host, port, path, baudrate), query
+
+
+def _endpoint(address: str) -> tuple[str, int, int | None, str | None, str | None, int]:
+    bus, query = _bus_and_query(address)
+    host, port, path, baudrate = bus.host, bus.port, bus.path, bus.baudrate
     primary = query["primary"][-1] if "primary" in query else None
     secondary = query["secondary"][-1] if "secondary" in query else None
     if secondary is not None and (len(secondary) != 8 or not secondary.isdigit()):
@@ -136,6 +177,11 @@ class MbusCollector:
         self._engine, self._bus = engine, bus
         self.timeout_s = timeout_s
         self._now = now
+        self._bus_locks: dict[str, asyncio.Lock] = {}
+
+    def bus_lock(self, bus: str) -> asyncio.Lock:
+        """The lock held while a meter on ``bus`` (:attr:`MbusTarget.bus`) is read: one master at a time."""
+        return self._bus_locks.setdefault(bus, asyncio.Lock())
 
     async def collect_all(self) -> RoundReport:
         if self._engine is None:
@@ -154,7 +200,8 @@ class MbusCollector:
 
         async def one_bus(members: list[MbusTarget]) -> None:
             for target in members:  # one master at a time on a bus
-                report.add(await self._read(target))
+                async with self.bus_lock(target.bus):
+                    report.add(await self._read(target))
 
         await asyncio.gather(*(one_bus(members) for members in buses.values()))
         report.seconds = round(time.perf_counter() - started, 3)
@@ -164,12 +211,7 @@ class MbusCollector:
         outcome = MeterOutcome(target.serial)
         now = self._now()
         try:
-            client: MbusClient
-            if target.path is not None:
-                client = MbusSerialClient(target.path, baudrate=target.baudrate, timeout=self.timeout_s)
-            else:
-                client = MbusTcpClient(target.host, target.port, timeout=self.timeout_s)
-            async with client:
+            async with target.line.client(self.timeout_s) as client:
                 if target.secondary is not None:
                     telegram = await client.read_secondary(SecondaryAddress(target.secondary))
                 else:

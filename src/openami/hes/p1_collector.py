@@ -5,7 +5,8 @@ A meter is read when its ``protocol`` is ``dsmr`` or ``sml``, it is active, and 
 ``dsmr+tcp://host:port`` or ``sml+tcp://host:port``. An encrypted P1 port (Luxembourg, Austria) is
 ``dsmr+tcp://host:port?encrypted=1``; its keys are the meter's encryption key (EK) and authentication key
 (AK) in the key vault (an EK alone: the tag is not checked, see
-:mod:`openami.protocols.dsmr.encrypted`).
+:mod:`openami.protocols.dsmr.encrypted`), or carried by the target itself (:attr:`P1Target.keys`: a
+gateway takes them from its configuration, it has no vault).
 
 These ports push and never answer, so a read is: connect, take the next complete telegram (CRC
 checked; broken ones are skipped until ``telegram_s``), disconnect. A round holds a connection per meter
@@ -26,7 +27,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Final, Literal, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -72,6 +73,8 @@ class P1Target:
     host: str
     port: int
     encrypted: bool = False
+    keys: P1Keys | None = field(default=None, compare=False)
+    """An encrypted port's keys, when the target brings them (None: looked up in the key vault)."""
 
 
 def _endpoint(address: str, protocol: PortProtocol) -> tuple[str, int, bool]:
@@ -166,7 +169,8 @@ def _utcnow() -> datetime:
 class P1Collector:
     """Reads consumer-port meters (at most ``concurrency`` at once) and publishes their values.
 
-    ``vault`` holds the keys of encrypted P1 meters; without one, those meters fail with ``MissingKey``.
+    ``vault`` holds the keys of encrypted P1 meters whose target carries none; without one, those
+    meters fail with ``MissingKey``.
     """
 
     def __init__(
@@ -199,7 +203,9 @@ class P1Collector:
     async def collect(self, targets: Sequence[P1Target]) -> RoundReport:
         started = time.perf_counter()
         report = RoundReport(meters=len(targets))
-        keys = await asyncio.to_thread(self._keys, [t for t in targets if t.encrypted])
+        encrypted = [t for t in targets if t.encrypted]
+        keys: dict[int, P1Keys | str] = {t.meter_id: t.keys for t in encrypted if t.keys is not None}
+        keys.update(await asyncio.to_thread(self._keys, [t for t in encrypted if t.keys is None]))
         limit = asyncio.Semaphore(self.concurrency)
 
         async def one(target: P1Target) -> None:

@@ -11,6 +11,16 @@ several meters looks fine until the data request garbles, exactly the case a rea
 Long readouts are split over several telegrams (DIF 0x1F) and follow the frame count bit: a REQ_UD2
 repeating the previous FCB gets the previous telegram again, a toggled one the next.
 
+Clocks: a meter given ``clock_offset_s`` keeps a running clock, that many seconds ahead of the
+simulator's time (``time_source``, the machine's clock by default), and writes it, as local time in its
+``clock_zone`` with the summer-time flag, into every current date/time record (VIF 0x6D, storage 0) of
+its telegrams, in the record's own form (type F to the minute, type I to the second). A SND_UD with
+CI 0x51 carrying one date/time record sets that clock (EN 13757-3, as
+:meth:`openami.drivers.mbus.client.MbusClient.set_time` sends it); ``clock_write`` says what the meter
+does with it: ``apply``, ``ignore`` (acknowledged and kept, as a write-protected meter does) or ``silent``
+(no answer). A meter without ``clock_offset_s`` sends its records as written, until a time set starts
+its clock.
+
 Baud rates: each meter listens at its own rate (2400 to begin with) and hears only frames sent at that
 rate, as a UART at another rate reads garbage. Served on a pty (:meth:`MbusBusSimulator.serve_fd`) the
 rate a frame was sent at is the tty's speed when it arrives; after acknowledging a switch the simulator
@@ -25,12 +35,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import termios
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from datetime import UTC, datetime
+from typing import Final, Literal
+from zoneinfo import ZoneInfo
 
 from openami.drivers.dlms.transport import FdStream, serial_speed
 from openami.drivers.lines import tty_baudrate
-from openami.protocols.mbus.dif import encode_dib
+from openami.drivers.mbus.client import DATE_TIME_VIF, Resolution, encode_date_time
+from openami.protocols.mbus.dif import VARIABLE, encode_dib
+from openami.protocols.mbus.errors import MbusError
 from openami.protocols.mbus.frames import (
     ACK,
     C_REQ_UD2,
@@ -54,6 +70,7 @@ from openami.protocols.mbus.master import (
     DEFAULT_BAUDRATE,
     baudrate_of_ci,
 )
+from openami.protocols.mbus.records import decode_records, record_layout
 
 __all__ = [
     "Answer",
@@ -77,10 +94,7 @@ def record(data_field: int, vib: bytes, payload: bytes, *, function: int = 0, st
 
 
 def type_f(year: int, month: int, day: int, hour: int, minute: int) -> bytes:
-    y = year - 2000
-    return bytes(
-        [minute & 0x3F, hour & 0x1F, (day & 0x1F) | ((y & 0x07) << 5), (month & 0x0F) | ((y & 0x78) << 1)]
-    )
+    return encode_date_time(datetime(year, month, day, hour, minute), "minute")
 
 
 def type_g(year: int, month: int, day: int) -> bytes:
@@ -104,6 +118,63 @@ class VirtualMbusMeter:
     _last_fcb: bool | None = field(default=None, repr=False)
     baudrate: int = DEFAULT_BAUDRATE
     """The rate this meter listens and answers at (changed by an acknowledged baud-rate switch)."""
+    clock_offset_s: float | None = None
+    """The meter's clock minus the simulator's time, in seconds; None: no running clock (module
+    docstring)."""
+    clock_zone: str = "UTC"
+    clock_write: Literal["apply", "ignore", "silent"] = "apply"
+    time_source: Callable[[], float] = field(default=time.time, repr=False)
+    clock_sets: int = 0
+    """Time-set frames received (applied or not)."""
+
+    def clock(self) -> datetime | None:
+        """The meter's clock now, as local time in its zone (aware); None without a running clock."""
+        if self.clock_offset_s is None:
+            return None
+        epoch = self.time_source() + self.clock_offset_s
+        return datetime.fromtimestamp(epoch, UTC).astimezone(ZoneInfo(self.clock_zone))
+
+    def set_clock(self, data: bytes) -> bool | None:
+        """A CI 0x51 frame's data: when it is one current date/time record, take it as ``clock_write``
+        says; True to acknowledge, None when it is not a time set (the caller goes on)."""
+        try:
+            records = decode_records(data)
+        except MbusError:
+            return None
+        if len(records) != 1 or records[0].quantity != "date_time" or records[0].storage:
+            return None
+        self.clock_sets += 1
+        if self.clock_write == "silent":
+            return False
+        value = records[0].value
+        if self.clock_write == "apply" and isinstance(value, str) and "T" in value:
+            raw = records[0].raw
+            summer = bool(raw[1] & (0x80 if len(raw) == 4 else 0x40))
+            local = datetime.fromisoformat(value).replace(tzinfo=ZoneInfo(self.clock_zone))
+            if local.dst() is not None and bool(local.dst()) != summer:
+                local = local.replace(fold=1)  # the repeated hour of the autumn change
+            self.clock_offset_s = local.timestamp() - self.time_source()
+        return True
+
+    def _with_clock(self, body: bytes) -> bytes:
+        """``body`` with every current date/time record showing the meter's clock now."""
+        now = self.clock()
+        if now is None:
+            return body
+        try:
+            layout, _ = record_layout(body)
+        except MbusError:
+            return body
+        out, pos = bytearray(body), 0
+        for header, length in layout:
+            if length == VARIABLE:
+                break
+            if len(header) == 2 and header[1] == DATE_TIME_VIF and header[0] in (0x04, 0x06):
+                form: Resolution = "minute" if header[0] == 0x04 else "second"
+                data = encode_date_time(now.replace(tzinfo=None), form, summer_time=bool(now.dst()))
+                out[pos + 2 : pos + 2 + length] = data
+            pos += len(header) + length
+        return bytes(out)
 
     def reset(self) -> None:
         self._index, self._last_fcb = 0, None
@@ -127,7 +198,7 @@ class VirtualMbusMeter:
             self._index = (self._index + 1) % len(self.telegrams)
         self._last_fcb = fcb
         self.access_number = (self.access_number + 1) & 0xFF
-        body = self.telegrams[self._index]
+        body = self._with_clock(self.telegrams[self._index])
         if self._index < len(self.telegrams) - 1:
             body += b"\x1f"
         header = (
@@ -272,6 +343,11 @@ class MbusBusSimulator:
             for meter in hit:
                 meter.primary = frame.data[2]
             return Answer(bytes([ACK]) if len(hit) == 1 else None)
+        if frame.ci == CI_DATA_SEND:
+            hit = self._addressed(addr, listening)
+            results = [(m, m.set_clock(frame.data)) for m in hit]
+            if any(result is not None for _, result in results):  # a time set: those that took it E5
+                return self._acks(addr, [m for m, result in results if result])
         if frame.ci == CI_APPLICATION_RESET and len(frame.data) <= 1:
             hit = self._addressed(addr, listening)
             for meter in hit:

@@ -22,13 +22,22 @@ rate, the slave's E5 comes back at the old rate, and only then does the master's
 TCP converter the bus side runs at the converter's rate, so the switch is refused with
 :class:`~openami.drivers.mbus.errors.MbusBaudrateRefused` before anything is sent, unless the client
 was told the converter follows switches (``follows_baudrate=True``).
+
+Setting a meter's clock (:meth:`MbusClient.set_time`, EN 13757-3): SND_UD with CI 0x51 ("data send")
+carrying one date/time record, VIF 0x6D, whose data field replaces the meter's clock (a record without
+an action VIFE means "write, replace"). Type I (DIF 0x06, six bytes, to the second) or type F (DIF 0x04,
+four bytes, to the minute): send the form the meter itself reports, since many meters take only that
+one. The slave acknowledges with E5 when it took the frame; whether it set its clock (write protection,
+a readout in progress) only a read afterwards shows. M-Bus clocks are the meter's local time and the
+record names no zone: :func:`encode_date_time` takes a naive local time and the summer-time flag.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from types import TracebackType
-from typing import Final, Self
+from typing import Final, Literal, Self
 
 from openami.drivers.lines import Line, SerialLine, TcpLine
 from openami.drivers.mbus.errors import (
@@ -39,11 +48,19 @@ from openami.drivers.mbus.errors import (
     MbusUnreachable,
 )
 from openami.protocols.mbus.errors import MbusError
-from openami.protocols.mbus.frames import MAX_FRAME, FrameKind, FrameStreamParser, MbusFrame
+from openami.protocols.mbus.frames import (
+    C_SND_UD,
+    MAX_FRAME,
+    FrameKind,
+    FrameStreamParser,
+    MbusFrame,
+    encode_frame,
+)
 from openami.protocols.mbus.master import (
     ADDRESS_BROADCAST_NO_REPLY,
     ADDRESS_NETWORK,
     BAUDRATE_CI,
+    CI_DATA_SEND,
     DEFAULT_BAUDRATE,
     SERIAL_FRAMING,
     FcbTracker,
@@ -57,7 +74,17 @@ from openami.protocols.mbus.master import (
 )
 from openami.protocols.mbus.telegram import MbusTelegram, decode_application
 
-__all__ = ["MAX_SEARCH_STEPS", "MAX_TELEGRAMS", "MbusClient", "MbusSerialClient", "MbusTcpClient"]
+__all__ = [
+    "DATE_TIME_VIF",
+    "MAX_SEARCH_STEPS",
+    "MAX_TELEGRAMS",
+    "MbusClient",
+    "MbusSerialClient",
+    "MbusTcpClient",
+    "Resolution",
+    "encode_date_time",
+    "set_time_request",
+]
 
 MAX_TELEGRAMS = 32
 """Most telegrams one multi-telegram readout may take: a slave that always says "more follow" must not
@@ -66,6 +93,49 @@ MAX_SEARCH_STEPS = 2000
 """Most selections one secondary search may send (ten per digit per meter; a bus holds 250 meters)."""
 _BITS_PER_BYTE: Final = 11
 """Start bit, eight data bits, parity, stop bit."""
+DATE_TIME_VIF: Final = 0x6D
+"""VIF of a date and time (types F and I)."""
+Resolution = Literal["second", "minute"]
+_DATE_TIME_DIF: Final[dict[str, int]] = {"second": 0x06, "minute": 0x04}
+"""Type I is a 48-bit field, type F a 32-bit one."""
+_FIRST_YEAR, _LAST_YEAR = 2000, 2080
+"""Years the 7-bit field carries without a century (0..80: the 2000s, as every decoder reads them)."""
+
+
+def encode_date_time(
+    when: datetime, resolution: Resolution = "second", *, summer_time: bool = False
+) -> bytes:
+    """``when`` (naive: the meter's local time) as a type I (``second``) or type F (``minute``, the
+    seconds dropped) data field, least significant byte first, valid, with the summer-time flag.
+
+    Type F: minute, IV; hour, century (0), SU; day, year low bits; month, year high bits.
+    Type I: second; minute, SU, IV; hour, day of week (1 Monday .. 7); day, year low bits; month, year
+    high bits; week (0: not given). ``ValueError`` for an aware time or a year outside 2000..2080."""
+    if when.tzinfo is not None:
+        raise ValueError("an M-Bus clock holds the meter's local time: give it as a naive datetime")
+    if not _FIRST_YEAR <= when.year <= _LAST_YEAR:
+        raise ValueError(
+            f"year {when.year} is outside what the date field carries ({_FIRST_YEAR}..{_LAST_YEAR})"
+        )
+    year = when.year - _FIRST_YEAR
+    su = 1 if summer_time else 0
+    day = when.day | (year & 0x07) << 5
+    month = when.month | (year & 0x78) << 1
+    if resolution == "minute":
+        return bytes([when.minute, when.hour | su << 7, day, month])
+    if resolution != "second":
+        raise ValueError(f"resolution {resolution!r}: second or minute")
+    return bytes([when.second, when.minute | su << 6, when.hour | when.isoweekday() << 5, day, month, 0])
+
+
+def set_time_request(address: int, when: datetime, resolution: Resolution = "second", *,
+                     summer_time: bool = False) -> bytes:  # fmt: skip
+    """SND_UD, CI 0x51, one date/time record (DIF 0x06 or 0x04, VIF 0x6D): set the slave's clock."""
+    if not 0 <= address <= 0xFF:
+        raise ValueError(f"address {address} out of range 0..255")
+    data = bytes([_DATE_TIME_DIF[resolution], DATE_TIME_VIF])
+    data += encode_date_time(when, resolution, summer_time=summer_time)
+    return encode_frame(MbusFrame(FrameKind.LONG, C_SND_UD, address, CI_DATA_SEND, data))
 
 
 def _check_rate(baudrate: int) -> None:
@@ -253,6 +323,15 @@ class MbusClient:
             raise MbusTimeout(f"{line.peer}: the line did not drain for the switch") from exc
         except (OSError, ValueError) as exc:
             raise MbusUnreachable(f"{line.peer}: cannot switch to {baudrate} baud: {exc}") from exc
+
+    async def set_time(self, address: int, when: datetime, resolution: Resolution = "second", *,
+                       summer_time: bool = False) -> bool:  # fmt: skip
+        """Set the clock of the slave at ``address`` to ``when`` (naive: its local time; module
+        docstring). True once the slave acknowledged (False for broadcast 255, which nobody answers);
+        :class:`MbusTimeout` when it stayed silent, :class:`MbusProtocolError` when it answered with a
+        frame. An acknowledgement says the frame arrived, not that the clock took it: read it back."""
+        request = set_time_request(address, when, resolution, summer_time=summer_time)
+        return await self._expect_ack(request, address, "set date and time")
 
     async def read_telegram(self, address: int) -> MbusTelegram:
         """One REQ_UD2 and its RSP_UD, decoded; the FCB toggles once the slave has answered."""
