@@ -19,9 +19,10 @@ lists what was asked and :attr:`AtModemSimulator.connections` how often the port
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Final, Literal
+
+from openami.simulator.tcp_server import LoopbackServer
 
 __all__ = ["AtModemSimulator", "ModemState"]
 
@@ -40,39 +41,18 @@ class ModemState:
     unsolicited: list[str] = field(default_factory=list)
 
 
-class AtModemSimulator:
+class AtModemSimulator(LoopbackServer):
     """Serves one modem's AT port on ``host:port`` (0: a free port, in :attr:`port`)."""
 
     def __init__(self, state: ModemState | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.state = state or ModemState()
-        self.host, self._wanted_port, self.port = host, port, 0
         self.commands: list[str] = []
         self.connections = 0
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    @property
-    def open_connections(self) -> int:
-        """Connections open now (the gateway opens the port only for a query)."""
-        return len(self._handlers)
 
     @property
     def url(self) -> str:
         return f"tcp://{self.host}:{self.port}"
-
-    async def __aenter__(self) -> AtModemSimulator:
-        self._server = await asyncio.start_server(self._serve, self.host, self._wanted_port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._handlers):
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
 
     def answer(self, command: str) -> list[str]:
         """The information lines and final result code for one command (sans-IO); ``[]`` for none."""
@@ -93,37 +73,26 @@ class AtModemSimulator:
         return ["ERROR"]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # asyncio runs every connection handler as a task
-        self._handlers.add(task)
         self.connections += 1
         echo = True
         buffer = b""
-        try:
-            while data := await reader.read(256):
-                buffer += data
-                while b"\r" in buffer:
-                    raw, buffer = buffer.split(b"\r", 1)
-                    command = raw.decode("ascii", "replace").strip()
-                    if not command:
-                        continue
-                    self.commands.append(command)
-                    if self.state.mode == "silent":
-                        continue  # wedged: not even the echo
-                    out = f"{raw.decode('ascii', 'replace')}\r" if echo else ""
-                    lines = self.answer(command)
-                    if lines:
-                        out += "".join(f"\r\n{line}\r\n" for line in [*self.state.unsolicited, *lines])
-                    if command.upper() in ("ATE0", "ATE1") and lines == ["OK"]:
-                        echo = command.upper() == "ATE1"
-                    writer.write(out.encode("latin-1", "replace"))
-                    await writer.drain()
-                if len(buffer) > _MAX_LINE:
-                    buffer = b""  # a line that never ends: dropped, as a modem's buffer overflows
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+        while data := await reader.read(256):
+            buffer += data
+            while b"\r" in buffer:
+                raw, buffer = buffer.split(b"\r", 1)
+                command = raw.decode("ascii", "replace").strip()
+                if not command:
+                    continue
+                self.commands.append(command)
+                if self.state.mode == "silent":
+                    continue  # wedged: not even the echo
+                out = f"{raw.decode('ascii', 'replace')}\r" if echo else ""
+                lines = self.answer(command)
+                if lines:
+                    out += "".join(f"\r\n{line}\r\n" for line in [*self.state.unsolicited, *lines])
+                if command.upper() in ("ATE0", "ATE1") and lines == ["OK"]:
+                    echo = command.upper() == "ATE1"
+                writer.write(out.encode("latin-1", "replace"))
+                await writer.drain()
+            if len(buffer) > _MAX_LINE:
+                buffer = b""  # a line that never ends: dropped, as a modem's buffer overflows

@@ -33,7 +33,6 @@ otherwise a switched meter goes silent for that converter, as on real installati
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import termios
 import time
 from collections.abc import Callable
@@ -71,6 +70,7 @@ from openami.protocols.mbus.master import (
     baudrate_of_ci,
 )
 from openami.protocols.mbus.records import decode_records, record_layout
+from openami.simulator.tcp_server import LoopbackServer
 
 __all__ = [
     "Answer",
@@ -278,7 +278,7 @@ class Answer:
 _READ_SIZE: Final = 512
 
 
-class MbusBusSimulator:
+class MbusBusSimulator(LoopbackServer):
     """Serves one virtual bus on ``host:port`` (0: a free port, in :attr:`port`), and on serial lines
     with :meth:`serve_fd`; each TCP connection or line is a master on the same bus.
 
@@ -289,25 +289,9 @@ class MbusBusSimulator:
     def __init__(self, meters: list[VirtualMbusMeter] | None = None, host: str = "127.0.0.1",
                  port: int = 0, *, converter_baudrate: int = DEFAULT_BAUDRATE,
                  converter_follows: bool = False) -> None:  # fmt: skip
+        super().__init__(host, port)
         self.meters = default_meters() if meters is None else meters
         self.converter_baudrate, self.converter_follows = converter_baudrate, converter_follows
-        self.host, self._wanted_port, self.port = host, port, 0
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> MbusBusSimulator:
-        self._server = await asyncio.start_server(self._serve, self.host, self._wanted_port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._handlers):
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
 
     def handle(self, frame: MbusFrame, baudrate: int | None = None) -> bytes | None:
         """The bytes the bus carries back for one request frame (sans-IO), ``None`` for silence.
@@ -402,27 +386,16 @@ class MbusBusSimulator:
             stream.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # asyncio runs every connection handler as a task
-        self._handlers.add(task)
         parser = FrameStreamParser()
         rate = self.converter_baudrate
-        try:
-            while data := await reader.read(_READ_SIZE):
-                for frame in parser.feed(data):
-                    answer = self.answer(frame, rate)
-                    if answer.data:
-                        writer.write(answer.data)
-                        await writer.drain()
-                    if answer.switch_to is not None and self.converter_follows:
-                        rate = answer.switch_to
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+        while data := await reader.read(_READ_SIZE):
+            for frame in parser.feed(data):
+                answer = self.answer(frame, rate)
+                if answer.data:
+                    writer.write(answer.data)
+                    await writer.drain()
+                if answer.switch_to is not None and self.converter_follows:
+                    rate = answer.switch_to
 
 
 def _set_speed(fd: int, baudrate: int) -> None:

@@ -11,13 +11,13 @@ outside the map, and no answer at all for an unknown device id (as a gateway wit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
 from openami.drivers.modbus.registers import RegisterMap, encode_point
+from openami.simulator.tcp_server import LoopbackServer
 from openami.transports.ports import probe_port
 
 __all__ = ["ModbusSimulator", "SimulatedModbusMeter", "consumption_meter"]
@@ -68,62 +68,31 @@ def respond(meter: SimulatedModbusMeter, pdu: bytes) -> bytes:
     return bytes((function, 2 * count)) + struct.pack(f">{count}H", *(registers[a] for a in wanted))
 
 
-class ModbusSimulator:
+class ModbusSimulator(LoopbackServer):
     """Serves ``meters`` (device id -> meter) on ``host:port`` (0: a free port, in :attr:`port`)."""
 
     def __init__(self, host: str, port: int, meters: dict[int, SimulatedModbusMeter]) -> None:
-        self.host, self.meters = host, meters
-        self._wanted_port = port
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
+        super().__init__(host, port)
+        self.meters = meters
 
     async def start(self) -> None:
         if self._wanted_port:
             probe_port(self.host, self._wanted_port, "--port")
-        self._server = await asyncio.start_server(self._serve, self.host, self._wanted_port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for task in list(self._handlers):
-                task.cancel()
-            await asyncio.gather(*self._handlers, return_exceptions=True)
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> ModbusSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        await super().start()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None  # asyncio runs every connection handler as a task
-        self._handlers.add(task)
-        try:
-            while True:
-                header = await reader.readexactly(_MBAP.size)
-                transaction, protocol, length, unit = _MBAP.unpack(header)
-                if protocol != 0 or not 2 <= length <= _MAX_FRAME:
-                    return  # not Modbus TCP: drop the connection, as devices do
-                pdu = await reader.readexactly(length - 1)
-                meter = self.meters.get(unit)
-                if meter is None:
-                    continue  # no such device behind this gateway: no answer
-                reply = respond(meter, pdu)
-                writer.write(_MBAP.pack(transaction, 0, len(reply) + 1, unit) + reply)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            self._handlers.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+        while True:
+            header = await reader.readexactly(_MBAP.size)
+            transaction, protocol, length, unit = _MBAP.unpack(header)
+            if protocol != 0 or not 2 <= length <= _MAX_FRAME:
+                return  # not Modbus TCP: drop the connection, as devices do
+            pdu = await reader.readexactly(length - 1)
+            meter = self.meters.get(unit)
+            if meter is None:
+                continue  # no such device behind this gateway: no answer
+            reply = respond(meter, pdu)
+            writer.write(_MBAP.pack(transaction, 0, len(reply) + 1, unit) + reply)
+            await writer.drain()
 
 
 def consumption_meter(register_map: RegisterMap, seed: int) -> SimulatedModbusMeter:
