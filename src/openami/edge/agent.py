@@ -53,7 +53,7 @@ from pydantic import ValidationError
 
 from openami import __version__
 from openami.edge.archive import Archive, ArchivedEvent
-from openami.edge.clocks import ClockCheck, MeterClockSync
+from openami.edge.clocks import ClockCheck, MeterClockSync, iec_clock_targets
 from openami.edge.config import GatewayConfig, MeterConfig, RemoteConfig, remote_meters
 from openami.edge.discovery import FIRST_SEARCH_S, Discovery
 from openami.edge.dlms import dlms_collector
@@ -379,7 +379,9 @@ class GatewayAgent:
     async def sync_meter_clocks(self) -> list[ClockCheck] | None:
         """The M-Bus meters' clock check, when it is due and the gateway's clock is synchronised
         (:mod:`openami.edge.clocks`); None when it did not run."""
-        return await self.meter_clocks.run_if_due(self.targets.mbus)
+        return await self.meter_clocks.run_if_due(
+            self.targets.mbus, iec_clock_targets(self.targets.iec, self.meters)
+        )
 
     async def purge(self) -> dict[str, int]:
         gone = await asyncio.to_thread(self.archive.purge, self._now())

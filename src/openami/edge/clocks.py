@@ -24,9 +24,14 @@ A meter that cannot be read at all gets no event here: that is what ``comm_lost`
 without a date/time record is left alone (logged once). Each bus is held only for its own exchanges
 (:meth:`openami.hes.mbus_collector.MbusCollector.bus_lock`), so polls go on between them.
 
-IEC 62056-21 meters are not set: a time write needs programming mode (option select ``1``, the P1
-password, W5/W1 to the time and date registers), which neither the driver nor the simulator speaks
-yet. DLMS meters check their clocks in their own collector against the same corrected clock, and the
+IEC 62056-21 meters with a ``keys.password`` (:class:`IecClockTarget`, :func:`iec_clock_targets`) are
+checked the same way: their readout's time ``0.9.1`` and date ``0.9.2`` (local time in
+``clock_timezone``, to the second), and when off a programming-mode write
+(:func:`openami.drivers.iec62056_21.set_clock`: option select ``1``, the P1 password, W1 to 0.9.1 and
+0.9.2) of the corrected time, rounded to the second and taken just before the writes go out, then a
+readout again. A refused password is a ``clock_sync_failed`` naming it. Meters without a password
+are skipped, since programming mode is closed to them. One converter serves one exchange at a time.
+DLMS meters check their clocks in their own collector against the same corrected clock, and the
 head-end's ``time_sync`` commands (``openami.hes.commands``) stay the head-end's.
 """
 
@@ -42,12 +47,16 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
+from openami.drivers.iec62056_21 import Iec62056DriverError, read_tcp, set_clock
 from openami.drivers.mbus.client import DATE_TIME_VIF, MbusClient, Resolution
 from openami.drivers.mbus.errors import MbusDriverError
 from openami.edge.archive import ArchivedEvent
+from openami.edge.config import MeterConfig
 from openami.edge.sink import ArchiveSink
 from openami.edge.timesync import ClockTracker
+from openami.hes.iec_collector import IecTarget
 from openami.hes.mbus_collector import MbusCollector, MbusTarget
+from openami.protocols.iec62056_21 import Readout
 from openami.protocols.mbus import MbusError
 from openami.protocols.mbus.master import ADDRESS_NETWORK, SecondaryAddress
 from openami.protocols.mbus.telegram import MbusTelegram
@@ -56,8 +65,11 @@ __all__ = [
     "CLOCK_SYNCHRONISED",
     "CLOCK_SYNC_FAILED",
     "ClockCheck",
+    "IecClockTarget",
     "MeterClockSync",
     "MeterTime",
+    "iec_clock_targets",
+    "iec_meter_time",
     "meter_time",
 ]
 
@@ -110,6 +122,43 @@ def meter_time(telegram: MbusTelegram, zone: ZoneInfo) -> MeterTime | None:
     return None
 
 
+def iec_meter_time(readout: Readout, zone: ZoneInfo) -> MeterTime | None:
+    """The clock an IEC 62056-21 readout shows in its time ``0.9.1`` (hhmmss) and date ``0.9.2``
+    (YYMMDD) lines, in the meter's ``zone``; None without both or when they are no valid time (the
+    last six digits count: some meters put a weekday before the date)."""
+    clock, date = readout.find("0.9.1"), readout.find("0.9.2")
+    if clock is None or date is None:
+        return None
+    digits = ["".join(ch for ch in str(v.value) if ch.isdigit())[-6:] for v in (date, clock)]
+    try:
+        local = datetime.strptime("".join(digits), "%y%m%d%H%M%S").replace(tzinfo=zone)
+    except ValueError:
+        return None
+    return MeterTime(local.timestamp(), "second")
+
+
+@dataclass(frozen=True, slots=True)
+class IecClockTarget:
+    """An IEC 62056-21 meter whose clock the gateway may set: its target and programming password."""
+
+    target: IecTarget
+    password: str
+
+    @property
+    def serial(self) -> str:
+        return self.target.serial
+
+
+def iec_clock_targets(targets: Sequence[IecTarget], meters: Sequence[MeterConfig]) -> list[IecClockTarget]:
+    """The IEC ``targets`` whose meter configuration has a ``keys.password``; the others are skipped."""
+    passwords = {
+        m.serial: m.keys.password.get_secret_value()
+        for m in meters
+        if m.keys is not None and m.keys.password is not None
+    }
+    return [IecClockTarget(t, passwords[t.serial]) for t in targets if t.serial in passwords]
+
+
 @dataclass(slots=True)
 class ClockCheck:
     """What one meter's clock check did; ``offset_s`` before, ``after_s`` once set."""
@@ -146,25 +195,38 @@ class MeterClockSync:
     def due(self, mono: float) -> bool:
         return not self._busy and (self.last_run is None or mono - self.last_run >= self.interval_s)
 
-    async def run_if_due(self, targets: Sequence[MbusTarget]) -> list[ClockCheck] | None:
+    async def run_if_due(
+        self, targets: Sequence[MbusTarget], iec: Sequence[IecClockTarget] = ()
+    ) -> list[ClockCheck] | None:
         """:meth:`run` when an interval has passed since the last run and the clock is synchronised;
         None otherwise (nothing was sent)."""
         if not self.due(time.monotonic()) or not self.clock.read().synchronised:
             return None
-        return await self.run(targets)
+        return await self.run(targets, iec)
 
-    async def run(self, targets: Sequence[MbusTarget]) -> list[ClockCheck]:
-        """Check (and set where needed) every meter in ``targets``, buses in parallel."""
+    async def run(
+        self, targets: Sequence[MbusTarget], iec: Sequence[IecClockTarget] = ()
+    ) -> list[ClockCheck]:
+        """Check (and set where needed) every meter in ``targets`` and ``iec``, lines in parallel."""
         if not self.clock.read().synchronised:
             log.info("meter clocks not checked: the gateway's clock is not synchronised")
-            return [ClockCheck(t.serial, "unsynchronised") for t in targets]
+            return [
+                ClockCheck(serial, "unsynchronised")
+                for serial in [*(t.serial for t in targets), *(m.serial for m in iec)]
+            ]
         self._busy = True
         self.last_run = time.monotonic()
         try:
             buses: dict[str, list[MbusTarget]] = defaultdict(list)
             for target in targets:
                 buses[target.bus].append(target)
-            done = await asyncio.gather(*(self._bus(members) for members in buses.values()))
+            converters: dict[tuple[str, int], list[IecClockTarget]] = defaultdict(list)
+            for meter in iec:
+                converters[meter.target.host, meter.target.port].append(meter)
+            done = await asyncio.gather(
+                *(self._bus(members) for members in buses.values()),
+                *(self._converter(members) for members in converters.values()),
+            )
         finally:
             self._busy = False
         checks = [check for part in done for check in part]
@@ -176,37 +238,111 @@ class MeterClockSync:
     async def _bus(self, members: list[MbusTarget]) -> list[ClockCheck]:
         return [await self.check(target) for target in members]
 
+    async def _converter(self, members: list[IecClockTarget]) -> list[ClockCheck]:
+        return [await self.check_iec(meter) for meter in members]
+
+    # -- one IEC 62056-21 meter -------------------------------------------------------------------
+
+    async def _read_iec(self, target: IecTarget) -> tuple[MeterTime | None, float]:
+        started = self.clock.read().epoch
+        readout = await read_tcp(
+            target.host,
+            target.port,
+            address=target.address,
+            switch_baudrate=target.switch,
+            max_baudrate=target.max_baudrate,
+            baudrate=target.line_baudrate,
+            connect_s=self.collector.timeout_s,
+            answer_s=self.collector.timeout_s,
+        )
+        ended = self.clock.read().epoch
+        return iec_meter_time(readout, ZoneInfo(self.zone)), (started + ended) / 2
+
+    def _corrected_local(self) -> datetime:
+        """The corrected time now, rounded to the second, in the meters' zone (naive: as written)."""
+        now = round(self.clock.read().epoch)
+        return datetime.fromtimestamp(now, UTC).astimezone(ZoneInfo(self.zone)).replace(tzinfo=None)
+
+    async def check_iec(self, meter: IecClockTarget) -> ClockCheck:
+        """Read one IEC meter's clock and set it in programming mode when it is off."""
+        target = meter.target
+
+        async def set_iec(shown: MeterTime) -> float | None:
+            if not self.clock.read().synchronised:
+                raise ValueError("the gateway's clock lost its synchronisation")
+            await set_clock(
+                target.host,
+                target.port,
+                self._corrected_local,
+                address=target.address,
+                password=meter.password,
+                baudrate=target.line_baudrate,
+                connect_s=self.collector.timeout_s,
+                answer_s=self.collector.timeout_s,
+            )
+            again, reference = await self._read_iec(target)
+            return None if again is None else again.offset(reference)
+
+        return await self._check(
+            target.serial,
+            lambda: self._read_iec(target),
+            set_iec,
+            (Iec62056DriverError,),
+            "0.9.1/0.9.2 clock",
+        )
+
     # -- one meter ------------------------------------------------------------------------------
 
     async def check(self, target: MbusTarget) -> ClockCheck:
         """Read one meter's clock and set it when it is off (no event: :meth:`run` archives them)."""
+
+        async def set_mbus(shown: MeterTime) -> float | None:
+            return await self._set(target, shown.resolution)
+
+        return await self._check(
+            target.serial,
+            lambda: self._read_clock(target, first=True),
+            set_mbus,
+            (MbusDriverError, MbusError, OSError),
+            "date/time record",
+        )
+
+    async def _check(
+        self,
+        serial: str,
+        read: Callable[[], Awaitable[tuple[MeterTime | None, float]]],
+        set_: Callable[[MeterTime], Awaitable[float | None]],
+        errors: tuple[type[Exception], ...],
+        record: str,
+    ) -> ClockCheck:
+        """The steps every protocol shares: read, judge against the threshold, ``set_`` (which reads
+        back and returns the offset after, None when the clock is shown invalid), judge again."""
         try:
-            shown, reference = await self._read_clock(target, first=True)
-        except (MbusDriverError, MbusError, OSError) as exc:
-            log.info("meter %s: clock not checked, the meter did not answer: %s", target.serial, exc)
-            return ClockCheck(target.serial, "unreadable", error=f"{type(exc).__name__}: {exc}")
+            shown, reference = await read()
+        except errors as exc:
+            log.info("meter %s: clock not checked, the meter did not answer: %s", serial, exc)
+            return ClockCheck(serial, "unreadable", error=f"{type(exc).__name__}: {exc}")
         if shown is None:
-            if target.serial not in self._no_clock:
-                self._no_clock.add(target.serial)
-                log.info("meter %s sends no date/time record: its clock is not set", target.serial)
-            return ClockCheck(target.serial, "no_clock")
+            if serial not in self._no_clock:
+                self._no_clock.add(serial)
+                log.info("meter %s sends no %s: its clock is not set", serial, record)
+            return ClockCheck(serial, "no_clock")
         before = shown.offset(reference)
         step = _RESOLUTION_S[shown.resolution]
         if before is not None and abs(before) <= self.threshold_s:
-            return ClockCheck(target.serial, "in_sync", before, resolution_s=step)
+            return ClockCheck(serial, "in_sync", before, resolution_s=step)
+        failures: tuple[type[Exception], ...] = (*errors, ValueError)
         try:
-            after = await self._set(target, shown.resolution)
-        except (MbusDriverError, MbusError, OSError, ValueError) as exc:
+            after = await set_(shown)
+        except failures as exc:
             error = f"{type(exc).__name__}: {exc}"
-            return ClockCheck(target.serial, "failed", before, error=error, resolution_s=step)
+            return ClockCheck(serial, "failed", before, error=error, resolution_s=step)
         if after is None or abs(after) > self.threshold_s:
             shown_as = "invalid" if after is None else f"{after:+.1f} s off"
             error = f"the meter acknowledged the time but its clock is still {shown_as}"
-            return ClockCheck(target.serial, "failed", before, after, error, step)
-        log.info(
-            "meter %s: clock set (%s s off before, %+.1f s after)", target.serial, _rounded(before), after
-        )
-        return ClockCheck(target.serial, "set", before, after, resolution_s=step)
+            return ClockCheck(serial, "failed", before, after, error, step)
+        log.info("meter %s: clock set (%s s off before, %+.1f s after)", serial, _rounded(before), after)
+        return ClockCheck(serial, "set", before, after, resolution_s=step)
 
     def _client(self, target: MbusTarget) -> MbusClient:
         return target.line.client(self.collector.timeout_s)

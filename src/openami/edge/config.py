@@ -158,7 +158,8 @@ def _meter_key(text: str, field: str) -> bytes:
 class MeterKeys(_Strict):
     """A meter's own secrets, for the protocols that encrypt at the meter: DLMS/COSEM (``encryption``
     and ``authentication`` keys, or the LLS ``password``), wM-Bus (``encryption``, the AES-128 key) and
-    encrypted P1 ports (``encryption`` and, where the meter authenticates, ``authentication``).
+    encrypted P1 ports (``encryption`` and, where the meter authenticates, ``authentication``); and the
+    ``password`` of IEC 62056-21 meters' programming mode, with which the gateway sets their clocks.
 
     Each key is given inline (hex) or as a file holding the hex, never both; files are read at load, so
     an unreadable one is an error at start. The head-end's CONFIG carries them inline: the envelope is
@@ -168,7 +169,9 @@ class MeterKeys(_Strict):
     encryption_file: Path | None = None
     authentication: SecretStr | None = None
     authentication_file: Path | None = None
-    password: SecretStr | None = Field(None, description="DLMS low-level security (LLS) password.")
+    password: SecretStr | None = Field(
+        None, description="DLMS low-level security (LLS) password; IEC 62056-21: the P1 programming password."
+    )
 
     _encryption: bytes | None = PrivateAttr(None)
     _authentication: bytes | None = PrivateAttr(None)

@@ -75,7 +75,9 @@ def check_dlms_address(address: str) -> None:
     """``ValueError`` naming the problem when the gateway cannot dial ``address``."""
     endpoint = parse_address(address)
     if endpoint.via == "fep":
-        raise AddressError(f"{address!r}: a gateway has no front-end processor; use tcp:// or hdlc+tcp://")
+        raise AddressError(
+            f"{address!r}: a gateway has no front-end processor; use tcp://, hdlc+tcp:// or hdlc+serial://"
+        )
 
 
 def dlms_target(row: MeterRow, keys: MeterKeys | None) -> DlmsTarget:

@@ -11,6 +11,10 @@ connection the device holds at the front-end processor (:mod:`openami.hes.fep`),
 ``fep_wait_s`` while another session uses it, and gives it back at the end. A device that holds no
 connection (or stays busy) fails the session with
 :class:`~openami.drivers.dlms.errors.DlmsUnreachable`, as a meter that does not answer a dial does.
+
+A target whose address is ``hdlc+serial://`` is read on the reader's own tty (an RS-485 bus, an optical
+probe). The meters on one bus share the line and HDLC cannot tell two masters apart, so sessions on the
+same path take turns (one lock per path) however many a collection round runs at once.
 """
 
 from __future__ import annotations
@@ -134,6 +138,7 @@ class DlmsSessions:
                 raise ValueError("DlmsSessions needs the store's engine or its own invocation counters")
             counters = StoredCounters(engine)
         self._counters: InvocationCounters = counters
+        self._lines: dict[str, asyncio.Lock] = {}
 
     @contextlib.asynccontextmanager
     async def open(self, target: DlmsTarget) -> AsyncIterator[DlmsClient]:
@@ -149,6 +154,15 @@ class DlmsSessions:
                 if endpoint.via == "fep":
                     line = await self._borrow(stack, target)
                     client = self._fep_client(target, association, line)
+                elif endpoint.via == "serial":
+                    await stack.enter_async_context(self._lines.setdefault(endpoint.host, asyncio.Lock()))
+                    client = DlmsClient.serial(
+                        endpoint.host,
+                        association,
+                        server_address=endpoint.physical_address,
+                        baudrate=endpoint.baudrate,
+                        timeout=self.timeout_s,
+                    )
                 elif endpoint.framing == "hdlc":
                     client = DlmsClient.hdlc_tcp(
                         endpoint.host,

@@ -11,7 +11,10 @@ A meter is read by the HES when its ``protocol`` is ``dlms``, it is active, and 
     the wrapper over the connection the device identified as ``ident`` opened to the head-end's
     front-end processor (:mod:`openami.hes.fep`): cellular modems and meters the head-end cannot dial;
 ``fep+hdlc://<ident>``
-    HDLC frames over such a connection (a modem in transparent mode in front of an HDLC meter).
+    HDLC frames over such a connection (a modem in transparent mode in front of an HDLC meter);
+``hdlc+serial:///dev/ttyUSB0?baud=9600``
+    HDLC frames on a serial line of the reader's own (an RS-485 bus or optical probe on a gateway), raw
+    8N1 at ``baud`` (default 9600, the usual rate of HDLC meters; any rate the platform's termios has).
 
 The ident is taken as written (case kept, ``%xx`` decoded), up to 64 characters.
 
@@ -29,6 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import Engine
 
+from openami.drivers.dlms.transport import serial_speed
 from openami.hes.targets import meter_rows
 from openami.security.keyvault import KeyVault, MeterSecrets
 
@@ -45,13 +49,15 @@ __all__ = [
 DLMS_PROTOCOL: Final = "dlms"
 Framing = Literal["wrapper", "hdlc"]
 Auth = Literal["hls", "lls", "none"]
-Via = Literal["tcp", "fep"]
+Via = Literal["tcp", "fep", "serial"]
 _SCHEMES: Final[dict[str, tuple[Framing, Via]]] = {
     "tcp": ("wrapper", "tcp"),
     "hdlc+tcp": ("hdlc", "tcp"),
     "fep": ("wrapper", "fep"),
     "fep+hdlc": ("hdlc", "fep"),
+    "hdlc+serial": ("hdlc", "serial"),
 }
+DEFAULT_BAUDRATE: Final = 9600
 _MAX_IDENT: Final = 64
 _AUTHS: Final[frozenset[str]] = frozenset({"hls", "lls", "none"})
 
@@ -65,7 +71,8 @@ class DlmsEndpoint:
     """Where and how to open a session: parsed from a communication device's address.
 
     ``via`` ``"fep"``: over a connection held by the front-end processor; ``host`` is then the device's
-    ident and ``port`` 0.
+    ident and ``port`` 0. ``via`` ``"serial"``: ``host`` is the tty's path, ``port`` 0, and the line runs
+    at ``baudrate`` (unused otherwise).
     """
 
     framing: Framing
@@ -76,6 +83,7 @@ class DlmsEndpoint:
     physical_address: int = 16
     auth: Auth = "hls"
     via: Via = "tcp"
+    baudrate: int = DEFAULT_BAUDRATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +118,12 @@ def parse_address(address: str) -> DlmsEndpoint:
     if scheme is None:
         raise AddressError(f"{address!r}: scheme must be one of {', '.join(_SCHEMES)}")
     framing, via = scheme
+    params = parse_qs(parts.query)
+    baudrate = DEFAULT_BAUDRATE
     if via == "fep":
         host, port = _fep_ident(address, parts.netloc, parts.path), 0
+    elif via == "serial":
+        host, port, baudrate = _serial_path(address, parts.netloc, parts.path), 0, _baud(params)
     else:
         try:
             found_host, found_port = parts.hostname, parts.port
@@ -120,7 +132,6 @@ def parse_address(address: str) -> DlmsEndpoint:
         if not found_host or found_port is None:
             raise AddressError(f"{address!r}: host and port are required")
         host, port = found_host, found_port
-    params = parse_qs(parts.query)
     auth = (params.get("auth") or ["hls"])[-1]
     if auth not in _AUTHS:
         raise AddressError(f"auth={auth!r} must be one of {', '.join(sorted(_AUTHS))}")
@@ -133,7 +144,28 @@ def parse_address(address: str) -> DlmsEndpoint:
         physical_address=_int_param(params, "physical", 16, 0x3FFF),
         auth=auth,  # type: ignore[arg-type]  # checked against _AUTHS above
         via=via,
+        baudrate=baudrate,
     )
+
+
+def _serial_path(address: str, netloc: str, path: str) -> str:
+    """The tty path of an ``hdlc+serial:///dev/ttyX`` address (three slashes: no host)."""
+    if netloc or not path.startswith("/") or path == "/":
+        raise AddressError(f"{address!r}: expected hdlc+serial:///dev/ttyX?baud=9600 (an absolute tty path)")
+    return unquote(path)
+
+
+def _baud(params: dict[str, list[str]]) -> int:
+    """The ``baud`` option: a rate the platform's termios can set (checked here, not at dial time)."""
+    values = params.get("baud")
+    if not values:
+        return DEFAULT_BAUDRATE
+    try:
+        baudrate = int(values[-1])
+        serial_speed(baudrate)
+    except ValueError:
+        raise AddressError(f"baud={values[-1]!r} is not a serial baud rate this platform supports") from None
+    return baudrate
 
 
 def _fep_ident(address: str, netloc: str, path: str) -> str:

@@ -10,7 +10,13 @@ Protocol behaviour (sans-IO in :class:`MeterSession`): a request ``/?<addr>!`` w
 the meter's is answered with the identification; in mode C the meter then waits for ``ACK 0 Z 0``
 and sends the data message (at rate ``Z``: nothing to switch over TCP or a pty); in modes A and B the
 data message follows the identification at once. Lines it does not understand are ignored, as a meter
-on a shared bus ignores traffic not for it. Programming mode (``ACK 0 Z 1``) is refused with NAK.
+on a shared bus ignores traffic not for it.
+
+Programming mode (``ACK 0 Z 1``, :mod:`openami.protocols.iec62056_21.programming`) is refused with NAK
+unless the meter has a ``password``: it then sends ``P0``, ACKs the right ``P1`` password (NAKs a wrong
+one, and every write after it), and ACKs ``W1``/``W5`` writes to the time ``0.9.1`` and date ``0.9.2``,
+which move :attr:`SimulatedIecMeter.clock_offset_s` (shown in the readout's 0.9.1/0.9.2 lines); a
+write to any other address, or a malformed value, is answered ``(ERROR)``. ``B0`` ends the session.
 
 Several meters on one line (an RS-485 multidrop bus behind one converter): :class:`BusSession` gives
 every meter the bytes on the line. A meter answers only a sign-on with its own address; a sign-on
@@ -25,16 +31,18 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Final, Self
 
 from openami.drivers.dlms.transport import ByteReader, ByteWriter, FdStream
 from openami.protocols.iec62056_21.errors import DecodeError
 from openami.protocols.iec62056_21.messages import (
+    ACK,
     CRLF,
     MODE_B_BAUDRATES,
     NAK,
+    SOH,
     Identification,
     Mode,
     encode_data_message,
@@ -42,6 +50,14 @@ from openami.protocols.iec62056_21.messages import (
     mode_c_char,
     parse_option_select,
     parse_request,
+)
+from openami.protocols.iec62056_21.programming import (
+    DATE_ADDRESS,
+    TIME_ADDRESS,
+    Command,
+    encode_command,
+    parse_command,
+    split_frame,
 )
 
 __all__ = [
@@ -69,7 +85,8 @@ def _kilo(value: float, places: int) -> str:
 
 class SimulatedIecMeter:
     """One meter. ``seed`` varies its registers and load; ``now`` is its clock (UTC; the readout shows it
-    as the meter's local time, which for the simulator is UTC)."""
+    as the meter's local time, which for the simulator is UTC). ``password``: the programming mode
+    password (None: programming refused); ``clock_offset_s``: how far the meter's clock is off ``now``."""
 
     def __init__(
         self,
@@ -82,6 +99,8 @@ class SimulatedIecMeter:
         address: str = "",
         seed: int = 0,
         now: Callable[[], datetime] = _utcnow,
+        password: str | None = None,
+        clock_offset_s: float = 0.0,
     ) -> None:
         if mode == "C":
             baud_char = mode_c_char(max_baudrate)
@@ -103,6 +122,32 @@ class SimulatedIecMeter:
         self.base_import_kwh = 1000.0 + 37.5 * seed
         self.base_export_kwh = 10.0 * (seed % 5)
         self.night_share = 0.4
+        self.password = password
+        self.clock_offset_s = clock_offset_s
+        self.clock_writes = 0
+
+    def clock(self, at: datetime | None = None) -> datetime:
+        """What the meter's clock shows at ``at`` (default now), to the microsecond."""
+        return (at or self.now()) + timedelta(seconds=self.clock_offset_s)
+
+    def write(self, address: str, value: str) -> bool:
+        """A programming-mode write of ``address(value)``; False for anything but a valid time/date."""
+        shown = self.clock()
+        try:
+            if address == TIME_ADDRESS and len(value) == 6:
+                parsed = datetime.strptime(value, "%H%M%S")
+                target = shown.replace(hour=parsed.hour, minute=parsed.minute, second=parsed.second)
+                target = target.replace(microsecond=0)
+            elif address == DATE_ADDRESS and len(value) == 6:
+                parsed = datetime.strptime(value, "%y%m%d")
+                target = shown.replace(year=parsed.year, month=parsed.month, day=parsed.day)
+            else:
+                return False
+        except ValueError:
+            return False
+        self.clock_offset_s += (target - shown).total_seconds()
+        self.clock_writes += 1
+        return True
 
     def _hours(self, at: datetime) -> float:
         return max((at - self.epoch).total_seconds(), 0.0) / 3600.0
@@ -118,12 +163,13 @@ class SimulatedIecMeter:
         power = self.import_kw - self.export_kw
         voltage = 230.0 + 40.0 * ripple  # 228..232 V
         current = abs(power) * 1000 / voltage
+        shown = self.clock(at)
         return {
             "C.1.0": self.serial,
             "0.0.0": self.serial,
             "F.F": "00000000",
-            "0.9.1": at.strftime("%H%M%S"),
-            "0.9.2": at.strftime("%y%m%d"),
+            "0.9.1": shown.strftime("%H%M%S"),
+            "0.9.2": shown.strftime("%y%m%d"),
             "1.8.0": f"{night + day:011.3f}*kWh",
             "1.8.1": f"{night:011.3f}*kWh",
             "1.8.2": f"{day:011.3f}*kWh",
@@ -157,11 +203,20 @@ class MeterSession:
         self.shared = shared
         self.baudrate = 300
         self.awaiting_option = False
+        self.programming = False
+        self.authorised = False
         self._buffer = bytearray()
 
     def receive(self, data: bytes) -> bytes:
         self._buffer += data
         out = bytearray()
+        while self.programming and self._buffer[:1] == bytes([SOH]):
+            end = split_frame(self._buffer)
+            if end is None:
+                break
+            frame = bytes(self._buffer[:end])
+            del self._buffer[:end]
+            out += self._command(frame)
         while (end := self._buffer.find(CRLF)) >= 0:
             line = bytes(self._buffer[: end + 2])
             del self._buffer[: end + 2]
@@ -180,11 +235,37 @@ class MeterSession:
                 option = parse_option_select(line[line.find(b"\x06") :])
             except DecodeError:
                 return b""
-            if option.mode != "0" or option.baudrate is None:
+            if option.baudrate is None or option.mode not in ("0", "1"):
                 return bytes([NAK])
+            if option.mode == "1":
+                if self.meter.password is None:
+                    return bytes([NAK])
+                self.baudrate = option.baudrate
+                self.programming, self.authorised = True, False
+                return encode_command(Command("P", "0", f"({self.meter.serial})"))
             self.baudrate = option.baudrate
             return self.meter.data_message()
         return b""
+
+    def _command(self, frame: bytes) -> bytes:
+        """One programming-mode command: a frame with a wrong BCC is NAKed, as the standard says."""
+        try:
+            command = parse_command(frame)
+        except DecodeError:
+            return bytes([NAK])
+        if command.command == "B":
+            self.programming = self.authorised = False
+            return b""
+        if command.command == "P" and command.type == "1":
+            self.authorised = command.data == f"({self.meter.password})"
+            return bytes([ACK if self.authorised else NAK])
+        if not self.authorised:
+            return bytes([NAK])
+        if command.command == "W" and command.type in ("1", "5") and command.data is not None:
+            address, _, rest = command.data.partition("(")
+            if rest.endswith(")") and self.meter.write(address, rest[:-1]):
+                return bytes([ACK])
+        return encode_data_message("(ERROR)")
 
     def _request(self, line: bytes) -> bytes:
         try:
@@ -192,6 +273,7 @@ class MeterSession:
         except DecodeError:
             return b""
         mine = address == self.meter.address if address else not self.shared
+        self.programming = self.authorised = False
         if not mine:
             self.awaiting_option = False  # another meter's sign-on: whatever this one had is over
             return b""

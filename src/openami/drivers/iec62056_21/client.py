@@ -17,6 +17,8 @@ answer or wrong BCC as :class:`Iec62056ProtocolError`. The line is closed in eve
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from openami.drivers.iec62056_21.errors import Iec62056ProtocolError, Iec62056Timeout, Iec62056Unreachable
 from openami.drivers.iec62056_21.line import Line, SerialLine, TcpLine
@@ -25,7 +27,9 @@ from openami.protocols.iec62056_21.messages import INITIAL_BAUDRATE
 from openami.protocols.iec62056_21.readout import Readout
 from openami.protocols.iec62056_21.session import Identified, ModeCSession, ReadoutReceived
 
-__all__ = ["read_readout", "read_serial", "read_tcp"]
+__all__ = ["open_tcp", "read_readout", "read_serial", "read_tcp", "translated"]
+
+T = TypeVar("T")
 
 
 async def read_readout(
@@ -50,17 +54,35 @@ async def read_readout(
                     return event.readout
 
 
-async def _translated(line: Line, session: ModeCSession, answer_s: float, readout_s: float) -> Readout:
+async def translated(line: Line, work: Awaitable[T], waiting: Callable[[], str]) -> T:
+    """``work`` over ``line`` with the stack's errors translated into the driver's (``waiting``: what
+    a time-out was waiting for); the line is closed in every case. Shared with programming mode."""
     try:
-        return await read_readout(line, session, answer_s=answer_s, readout_s=readout_s)
+        return await work
     except TimeoutError as exc:
-        raise Iec62056Timeout(f"{line.peer}: no answer in time ({session.state.value})") from exc
+        raise Iec62056Timeout(f"{line.peer}: no answer in time ({waiting()})") from exc
     except Iec62056Error as exc:
         raise Iec62056ProtocolError(f"{line.peer}: {exc}") from exc
     except OSError as exc:
         raise Iec62056Unreachable(f"{line.peer}: {exc}") from exc
     finally:
         line.close()
+
+
+async def _translated(line: Line, session: ModeCSession, answer_s: float, readout_s: float) -> Readout:
+    work = read_readout(line, session, answer_s=answer_s, readout_s=readout_s)
+    return await translated(line, work, lambda: session.state.value)
+
+
+async def open_tcp(host: str, port: int, connect_s: float) -> TcpLine:
+    """The TCP line to a converter, its failures translated (a time-out, or unreachable)."""
+    try:
+        async with asyncio.timeout(connect_s):
+            return await TcpLine.open(host, port)
+    except TimeoutError as exc:
+        raise Iec62056Timeout(f"{host}:{port}: no connection within {connect_s} s") from exc
+    except OSError as exc:
+        raise Iec62056Unreachable(f"{host}:{port}: {exc}") from exc
 
 
 async def read_tcp(
@@ -87,13 +109,7 @@ async def read_tcp(
     session = ModeCSession(
         address, max_baudrate=max_baudrate, switch_baudrate=switch_baudrate, line_baudrate=baudrate
     )
-    try:
-        async with asyncio.timeout(connect_s):
-            line = await TcpLine.open(host, port)
-    except TimeoutError as exc:
-        raise Iec62056Timeout(f"{host}:{port}: no connection within {connect_s} s") from exc
-    except OSError as exc:
-        raise Iec62056Unreachable(f"{host}:{port}: {exc}") from exc
+    line = await open_tcp(host, port, connect_s)
     return await _translated(line, session, answer_s, readout_s)
 
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from openami.drivers.errors import DriverError
 
-__all__ = ["Iec62056DriverError", "Iec62056ProtocolError", "Iec62056Timeout", "Iec62056Unreachable"]
+__all__ = [
+    "Iec62056DriverError",
+    "Iec62056PasswordRejected",
+    "Iec62056ProtocolError",
+    "Iec62056Refused",
+    "Iec62056Timeout",
+    "Iec62056Unreachable",
+]
 
 
 class Iec62056DriverError(DriverError):
@@ -26,3 +33,11 @@ class Iec62056Timeout(Iec62056Unreachable):
 
 class Iec62056ProtocolError(Iec62056DriverError):
     """The meter answered something we cannot use: malformed, wrong BCC, a reserved baud rate."""
+
+
+class Iec62056Refused(Iec62056ProtocolError):
+    """The meter refused a programming-mode step (NAK or an error message): nothing was changed by it."""
+
+
+class Iec62056PasswordRejected(Iec62056Refused):
+    """The meter refused the programming password (or programming mode itself): check ``keys.password``."""

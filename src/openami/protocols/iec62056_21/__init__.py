@@ -2,7 +2,8 @@
 
 Sans-IO: :mod:`.messages` (request, identification, option select, data message, BCC, baud rate
 tables), :mod:`.datasets` (data block lines into OBIS-addressed values in base units), :mod:`.readout`
-(:func:`parse_readout`, :func:`to_json`) and :mod:`.session` (:class:`ModeCSession`, the HHU's steps).
+(:func:`parse_readout`, :func:`to_json`), :mod:`.session` (:class:`ModeCSession`, the HHU's steps) and
+:mod:`.programming` (programming mode: P1 password, W1 writes, B0 break).
 The async driver is :mod:`openami.drivers.iec62056_21`; a virtual meter is
 :mod:`openami.simulator.iec62056_21_meter`.
 
