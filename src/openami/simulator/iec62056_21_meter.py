@@ -28,12 +28,11 @@ given the same address answer together, and their answers run into each other as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Final, Self
+from typing import Final
 
 from openami.drivers.dlms.transport import ByteReader, ByteWriter, FdStream
 from openami.protocols.iec62056_21.errors import DecodeError
@@ -59,6 +58,7 @@ from openami.protocols.iec62056_21.programming import (
     parse_command,
     split_frame,
 )
+from openami.simulator.tcp_server import LoopbackServer
 
 __all__ = [
     "BusSession",
@@ -335,7 +335,7 @@ async def serve_iec_fd(meters: Meters, fd: int) -> None:
         stream.close()
 
 
-class IecMeterServer:
+class IecMeterServer(LoopbackServer):
     """Serves one meter, or a multidrop bus of them, on a loopback TCP port, as an RS-485/optical-to-TCP
     converter would expose it (``port`` 0: the OS picks; read :attr:`port` after :meth:`start`). Every
     connection is a line of its own to the same meters."""
@@ -345,38 +345,8 @@ class IecMeterServer:
         if not self.meters:
             raise ValueError("a converter needs at least one meter")
         self.meter = self.meters[0]
-        self.host = host
+        super().__init__(host, port)
         self.port = port
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = int(self._server.sockets[0].getsockname()[1])
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._writers):
-                writer.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writers.add(writer)
-        try:
-            await serve_iec_stream(self.meters, reader, writer)
-        except ConnectionError:
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+        await serve_iec_stream(self.meters, reader, writer)
