@@ -288,6 +288,7 @@ job = Table(
     Column("schedule_id", Id, ForeignKey("schedule.id", ondelete="SET NULL")),
     Column("worker", String(64)),
     Column("lease_until", UTCDateTime()),
+    Column("dispatched_at", UTCDateTime()),  # when its id was last put on the bus (ADR 0013)
     Column("started_at", UTCDateTime()),
     Column("finished_at", UTCDateTime()),
     Column("attempts", SmallInteger, nullable=False, server_default="0"),
@@ -325,11 +326,17 @@ schedule = Table(
     _id(),
     _tenant(),
     Column("name", String(120), nullable=False),
-    Column("kind", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),  # openami.hes.planner: registers | load_profile | ...
     Column("cron", String(120), nullable=False),
+    Column("timezone", String(64)),  # read the cron in this zone; the tenant's when null
     Column("target_filter", json_type(), nullable=False, server_default="{}"),
+    Column("lane", SmallInteger, nullable=False, server_default="3"),
+    Column("window_s", Integer, nullable=False, server_default="3600"),  # slot + window: the deadline
+    Column("max_attempts", SmallInteger, nullable=False, server_default="3"),
+    Column("params", json_type(), nullable=False, server_default="{}"),
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("next_run_at", UTCDateTime()),
+    Column("planned_until", UTCDateTime()),  # slots up to here have their jobs
     _created(),
     UniqueConstraint("tenant_id", "name", name="uq_schedule_tenant_name"),
 )
