@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,20 +21,24 @@ from openami import __version__
 from openami.bus.base import Bus
 from openami.bus.factory import make_bus
 from openami.config import Settings
+from openami.hes import roles
 from openami.hes.commands import CommandService
-from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
+from openami.hes.dlms_collector import DlmsCollector
 from openami.hes.dlms_push import DlmsPushListener
 from openami.hes.fep import DEFAULT_IDENT_PATTERN, FrontEndProcessor
 from openami.hes.gateway_link import GatewayLinkListener
 from openami.hes.gateway_link_store import DiscoveredDevice, file_discoveries
 from openami.hes.iec_collector import IecCollector
+from openami.hes.job_worker import JobWorker
 from openami.hes.lorawan import ChirpStackListener
 from openami.hes.mbus_collector import MbusCollector
+from openami.hes.meter_reader import PullCollectors
 from openami.hes.modbus_collector import ModbusCollector
 from openami.hes.mqtt_listener import MqttGatewayListener
 from openami.hes.p1_collector import P1Collector
 from openami.hes.poller import Poller
 from openami.hes.rejected import RejectedMessage
+from openami.hes.scheduler import SchedulerService
 from openami.hes.wmbus_ingest import WmbusIngest
 from openami.hes.wmbus_receiver import WmbusReceiverInput
 from openami.mdm.ingest import IngestService
@@ -67,6 +71,9 @@ class Platform:
     mbus: MbusCollector | None = None
     iec: IecCollector | None = None
     p1: P1Collector | None = None
+    pull: PullCollectors | None = None
+    jobs: JobWorker | None = None
+    scheduler: SchedulerService | None = None
     poller: Poller | None = None
     commands: CommandService | None = None
     wmbus_ingest: WmbusIngest | None = None
@@ -153,6 +160,8 @@ class Platform:
         self._build_pull(self.vault)
         if self.settings.dlms_push_enabled:
             await self._start_dlms_push(self.vault)
+        if self.settings.hes_jobs and self.pull is not None:
+            await self._start_jobs(self.pull, self.vault)
         if self.poller is not None:
             await self.poller.start()
             self._started.append("poller")
@@ -160,6 +169,16 @@ class Platform:
             self.metrics.track_counters(
                 "openami_collection_rounds", "Collection rounds.", "outcome", lambda: _round_counts(poller)
             )
+
+    async def _start_jobs(self, pull: PullCollectors, vault: KeyVault) -> None:
+        """The head-end's jobs in this process: a poller, and a scheduler that plans when it leads
+        (docs/operations/scaling-out.md: more of either run as ``openami worker`` processes)."""
+        self.jobs = roles.job_worker(self.settings, self.engine, self.bus, pull, vault, name=None)
+        await self.jobs.start()
+        self._started.append("jobs")
+        self.scheduler = roles.scheduler(self.settings, self.engine, self.bus)
+        await self.scheduler.start()
+        self._started.append("scheduler")
 
     async def _start_gateway_link(self, vault: KeyVault) -> None:
         """OpenAMI gateways' sealed envelopes (docs/drivers/gateway-link.md): MQTT 5 with a shared
@@ -235,28 +254,23 @@ class Platform:
         """The DLMS, Modbus, M-Bus, IEC 62056-21 and P1/SML collectors and the command service (always),
         and the poller when polling is on."""
         settings = self.settings
-        title = bytes.fromhex(settings.dlms_client_system_title)
-        options = CollectorOptions(
-            client_system_title=title,
-            timeout_s=settings.dlms_timeout_s,
-            concurrency=settings.poll_concurrency,
-            clock_threshold=timedelta(seconds=settings.dlms_clock_threshold_s),
-            backfill=timedelta(days=settings.dlms_backfill_days),
-            fep_wait_s=settings.fep_lend_wait_s,
+        pull = PullCollectors.build(settings, self.engine, self.bus, vault, fep=self.fep)
+        self.pull = pull
+        self.collector, self.modbus, self.mbus, self.iec, self.p1 = (
+            pull.dlms,
+            pull.modbus,
+            pull.mbus,
+            pull.iec,
+            pull.p1,
         )
-        self.collector = DlmsCollector(self.engine, self.bus, options, fep=self.fep)
         self.commands = CommandService(
             self.engine,
             vault,
-            client_system_title=title,
+            client_system_title=bytes.fromhex(settings.dlms_client_system_title),
             timeout_s=settings.dlms_timeout_s,
             fep=self.fep,
             fep_wait_s=settings.fep_lend_wait_s,
         )
-        self.modbus = ModbusCollector(self.engine, self.bus, concurrency=settings.poll_concurrency)
-        self.mbus = MbusCollector(self.engine, self.bus)
-        self.iec = IecCollector(self.engine, self.bus)
-        self.p1 = P1Collector(self.engine, self.bus, vault=vault, concurrency=settings.poll_concurrency)
         if settings.poll_interval_s:
             collector = self.collector
             self.poller = Poller(
@@ -321,6 +335,10 @@ class Platform:
 
     async def stop(self) -> None:
         """Reverse order: stop intake first, then flush what was accepted, then close the pipes."""
+        if "scheduler" in self._started and self.scheduler is not None:
+            await self.scheduler.stop()
+        if "jobs" in self._started and self.jobs is not None:
+            await self.jobs.stop()
         if "poller" in self._started and self.poller is not None:
             await self.poller.stop()
         if "fep" in self._started and self.fep is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -116,6 +116,34 @@ class Settings(BaseSettings):
         description="Seconds between collection rounds (DLMS, Modbus pull); 0: no polling.",
     )
     poll_concurrency: int = Field(64, ge=1, le=4096, description="Meter sessions open at once in a round.")
+    poll_timeout_s: float = Field(
+        3.0, gt=0, le=300, description="Longest wait for one Modbus, M-Bus or IEC 62056-21 answer."
+    )
+    hes_path_limits: dict[
+        Literal["gateway", "concentrator", "modem", "port"], Annotated[int, Field(ge=1, le=100_000)]
+    ] = Field(
+        {"gateway": 4, "concentrator": 4, "modem": 16, "port": 1},
+        description="Sessions open at once per communication path, by path kind "
+        "(docs/operations/throttling.md); a kind left out is unlimited.",
+    )
+    hes_path_rates: dict[
+        Literal["gateway", "concentrator", "modem", "port"], Annotated[float, Field(gt=0, le=100_000)]
+    ] = Field(
+        default_factory=dict,
+        description="New connections per second per communication path, by path kind; none: unlimited.",
+    )
+    hes_plan_horizon_s: int = Field(
+        3600, ge=60, le=7 * 86400, description="How far ahead the scheduler plans jobs from schedules."
+    )
+    hes_catch_up_days: int = Field(
+        7, ge=1, le=366, description="How far back missing load-profile intervals are re-read."
+    )
+    hes_catch_up_interval_s: int = Field(
+        3600,
+        ge=60,
+        le=7 * 86400,
+        description="Seconds between gap searches; also how long a catch-up job may wait to start.",
+    )
     dlms_timeout_s: float = Field(10.0, gt=0, le=300, description="Longest wait for one DLMS answer.")
     dlms_client_system_title: str = Field(
         "4F50454E414D4931",
@@ -140,6 +168,29 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     ingest_batch_rows: int = Field(5000, ge=1, description="Rows the ingest service groups per write.")
     ingest_flush_ms: int = Field(200, ge=1, description="Longest a reading waits before it is written.")
+    hes_jobs: bool = Field(
+        True, description="Run a scheduler (leader or standby) and a job poller inside `openami serve`."
+    )
+    hes_lease_s: float = Field(
+        60.0, ge=1, le=3600, description="A running job's lease; a worker silent this long loses its jobs."
+    )
+    hes_tick_s: float = Field(
+        2.0, gt=0, le=60, description="How often the scheduler releases, sweeps and dispatches jobs."
+    )
+    hes_dispatch_batch: int = Field(100, ge=1, le=1000, description="Jobs of one path per dispatch message.")
+    hes_dispatch_stale_s: float = Field(
+        300.0, ge=5, le=86400, description="A dispatch not taken this long is sent again."
+    )
+    hes_worker_sessions: int = Field(
+        16, ge=1, le=1024, description="Bulk dispatches a poller works on at once (each one a session)."
+    )
+    hes_retry_base_s: float = Field(
+        30.0, gt=0, le=86400, description="The first retry's longest wait (full jitter)."
+    )
+    hes_retry_cap_s: float = Field(1800.0, gt=0, le=86400, description="Longest wait between attempts.")
+    hes_leader_name: str = Field(
+        "openami-scheduler", min_length=1, max_length=120, description="The scheduler leader lock's name."
+    )
     master_key: SecretStr = Field(
         SecretStr(""),
         description="64 hex chars (32 bytes) encrypting meter keys at rest; empty: data_dir/master.key, "

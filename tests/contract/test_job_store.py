@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from openami.hes import job_store
-from openami.hes.job_store import BUSY, Job, NewJob
+from openami.hes.job_store import BUSY, Job, NewJob, Settlement
 from openami.hes.jobstate import Lane, State
 from openami.store.repositories.catalog import tenants
 from openami.store.schema import job
@@ -173,3 +173,45 @@ def test_only_planned_or_queued_jobs_are_planned(engine: Engine) -> None:
     tenant = _tenant(engine)
     with pytest.raises(ValueError, match="planned or queued"):
         job_store.plan(engine, _reads(tenant, 1), state=State.RUNNING)
+
+
+def _queued(engine: Engine, count: int, path: str) -> list[int]:
+    job_store.plan(engine, _reads(_tenant(engine), count, path=path), state=State.QUEUED)
+    with engine.connect() as conn:
+        return list(conn.scalars(select(job.c.id).order_by(job.c.id)))
+
+
+def test_a_group_is_one_session_on_its_path_and_settles_in_one_go(engine: Engine) -> None:
+    ids = _queued(engine, 6, path="concentrator:C")
+    first = job_store.claim_group(engine, ids[:3], "w1#1", T0, LEASE, path_limit=1)
+    assert isinstance(first, list) and [j.id for j in first] == ids[:3]
+    assert job_store.claim_group(engine, ids[3:], "w2#1", T0, LEASE, path_limit=1) == BUSY
+    assert job_store.claim_group(engine, ids[:3], "w2#2", T0, LEASE) == []  # a redelivery: taken already
+    later = T0 + timedelta(seconds=1)
+    settled = job_store.settle_group(
+        engine,
+        [
+            Settlement(first[0], State.DONE),
+            Settlement(first[1], State.QUEUED, error="TimeoutError: no answer", not_before=later),
+            Settlement(first[2], State.FAILED, outcome="unreadable", error="no register map"),
+        ],
+        later,
+    )
+    assert settled == set(ids[:3])
+    assert job_store.settle_group(engine, [Settlement(first[0], State.DONE)], later) == set()  # only once
+    second = job_store.claim_group(engine, ids[3:], "w2#3", later, LEASE, path_limit=1)
+    assert isinstance(second, list) and len(second) == 3
+    assert job_store.renew_group(engine, second, later + LEASE) == 3
+    due = job_store.dispatchable(engine, later, stale=timedelta(minutes=5))
+    assert [job_id for job_id, _, _ in due] == [ids[1]]  # the retried one, once
+    assert job_store.dispatchable(engine, later, stale=timedelta(minutes=5)) == []
+
+
+def test_a_path_opens_at_most_its_rate_of_sessions_per_second(engine: Engine) -> None:
+    ids = _queued(engine, 3, path="port:h:1")
+    assert isinstance(job_store.claim_group(engine, ids[:1], "w#1", T0, LEASE, path_rate=2), list)
+    assert isinstance(job_store.claim_group(engine, ids[1:2], "w#2", T0, LEASE, path_rate=2), list)
+    assert job_store.claim_group(engine, ids[2:], "w#3", T0, LEASE, path_rate=2) == BUSY
+    assert isinstance(
+        job_store.claim_group(engine, ids[2:], "w#3", T0 + timedelta(seconds=2), LEASE, path_rate=2), list
+    )

@@ -22,8 +22,11 @@ from openami.api.routes import (
     events,
     gateways,
     health,
+    jobs,
+    kpis,
     meters,
     readings,
+    schedules,
     service_points,
     tenants,
     uplinks,
@@ -55,6 +58,9 @@ def create_api(services: ApiContext) -> FastAPI:
     app.include_router(events.router)
     app.include_router(commands.router)
     app.include_router(uplinks.router)
+    app.include_router(jobs.router)
+    app.include_router(schedules.router)
+    app.include_router(kpis.router)
     if services.metrics_text is not None:
         app.include_router(health.metrics_router)
     return app

@@ -1,7 +1,17 @@
 """`openami`: the command line (Typer + Rich). One module per group of commands; importing them
 registers their commands on :data:`app`."""
 
-from openami.cli import admin, bench, decode, gateway, gateways, simulate, simulate_gateways  # noqa: F401 - they register commands
+from openami.cli import (  # noqa: F401 - they register commands
+    admin,
+    bench,
+    decode,
+    gateway,
+    gateways,
+    jobs,
+    simulate,
+    simulate_gateways,
+    worker,
+)
 from openami.cli.base import app
 
 __all__ = ["app", "main"]

@@ -154,9 +154,11 @@ def target_from_row(row: MeterRow) -> MbusTarget:
     return MbusTarget(row.tenant, row.serial, host, port, primary, secondary, path, baudrate)
 
 
-def load_mbus_targets(engine: Engine) -> tuple[list[MbusTarget], list[tuple[str, str]]]:
+def load_mbus_targets(
+    engine: Engine, meter_ids: list[int] | None = None
+) -> tuple[list[MbusTarget], list[tuple[str, str]]]:
     """The M-Bus meters to read, and (serial, reason) for those that cannot be. Blocking."""
-    return load_targets(engine, MBUS_PROTOCOL, target_from_row)
+    return load_targets(engine, MBUS_PROTOCOL, target_from_row, meter_ids=meter_ids)
 
 
 def _utcnow() -> datetime:

@@ -72,9 +72,11 @@ def target_from_row(row: MeterRow) -> ModbusTarget:
     return ModbusTarget(row.tenant, row.serial, host, port, unit, register_map)
 
 
-def load_modbus_targets(engine: Engine) -> tuple[list[ModbusTarget], list[tuple[str, str]]]:
+def load_modbus_targets(
+    engine: Engine, meter_ids: list[int] | None = None
+) -> tuple[list[ModbusTarget], list[tuple[str, str]]]:
     """The Modbus meters to read, and (serial, reason) for those that cannot be. Blocking."""
-    return load_targets(engine, MODBUS_PROTOCOL, target_from_row)
+    return load_targets(engine, MODBUS_PROTOCOL, target_from_row, meter_ids=meter_ids)
 
 
 def _utcnow() -> datetime:

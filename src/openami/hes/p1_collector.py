@@ -112,12 +112,14 @@ def _builder(protocol: PortProtocol) -> Callable[[MeterRow], P1Target]:
     return functools.partial(target_from_row, protocol=protocol)
 
 
-def load_p1_targets(engine: Engine) -> tuple[list[P1Target], list[tuple[str, str]]]:
+def load_p1_targets(
+    engine: Engine, meter_ids: list[int] | None = None
+) -> tuple[list[P1Target], list[tuple[str, str]]]:
     """The DSMR and SML meters to read, and (serial, reason) for those that cannot be. Blocking."""
     targets: list[P1Target] = []
     skipped: list[tuple[str, str]] = []
     for protocol in (DSMR_PROTOCOL, SML_PROTOCOL):
-        found, refused = load_targets(engine, protocol, _builder(protocol))
+        found, refused = load_targets(engine, protocol, _builder(protocol), meter_ids=meter_ids)
         targets += found
         skipped += refused
     return targets, skipped

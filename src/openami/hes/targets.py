@@ -62,13 +62,13 @@ def meter_rows(
 
 
 def load_targets(
-    engine: Engine, protocol: str, build: Callable[[MeterRow], T]
+    engine: Engine, protocol: str, build: Callable[[MeterRow], T], *, meter_ids: list[int] | None = None
 ) -> tuple[list[T], list[tuple[str, str]]]:
-    """``build(row)`` for each of :func:`meter_rows`, and (serial, reason) for the rows ``build`` refused
-    with a ``ValueError``. Blocking: run it in a thread."""
+    """``build(row)`` for each of :func:`meter_rows` (optionally only ``meter_ids``), and (serial, reason)
+    for the rows ``build`` refused with a ``ValueError``. Blocking: run it in a thread."""
     targets: list[T] = []
     skipped: list[tuple[str, str]] = []
-    for row in meter_rows(engine, protocol):
+    for row in meter_rows(engine, protocol, meter_ids=meter_ids):
         try:
             targets.append(build(row))
         except ValueError as exc:

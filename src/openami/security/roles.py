@@ -35,13 +35,17 @@ RESOURCES = (
     "commands",
     "billing",
     "uplinks",
+    "jobs",
+    "schedules",
+    "kpis",
 )
 
 #: Every permission that exists. Some resources have only one direction (readings are written by ingest,
-#: not by people; the audit log is written by the system; gateways push uplinks, nobody reads them back).
+#: not by people; the audit log is written by the system; gateways push uplinks, nobody reads them back;
+#: KPIs are counted from the jobs, not written).
 PERMISSIONS: frozenset[str] = frozenset(
     {f"{r}:{a}" for r in RESOURCES for a in ("read", "write")}
-    - {"readings:write", "audit:write", "uplinks:read"}
+    - {"readings:write", "audit:write", "uplinks:read", "kpis:write"}
 )
 
 #: Granted on top of the role to users with ``is_platform_admin``.
@@ -92,6 +96,11 @@ ROLES: Mapping[str, Role] = MappingProxyType(
                     "commands:read",
                     "commands:write",
                     "tenants:read",
+                    "jobs:read",
+                    "jobs:write",
+                    "schedules:read",
+                    "schedules:write",
+                    "kpis:read",
                 ),
             ),
             Role(
@@ -124,6 +133,8 @@ ROLES: Mapping[str, Role] = MappingProxyType(
                     "events:read",
                     "commands:write",
                     "tenants:read",
+                    "jobs:read",
+                    "jobs:write",
                 ),
             ),
             Role(
@@ -136,6 +147,9 @@ ROLES: Mapping[str, Role] = MappingProxyType(
                     "gateways:read",
                     "events:read",
                     "tenants:read",
+                    "jobs:read",
+                    "schedules:read",
+                    "kpis:read",
                 ),
             ),
             Role(
