@@ -173,7 +173,9 @@ class Platform:
     async def _start_jobs(self, pull: PullCollectors, vault: KeyVault) -> None:
         """The head-end's jobs in this process: a poller, and a scheduler that plans when it leads
         (docs/operations/scaling-out.md: more of either run as ``openami worker`` processes)."""
-        self.jobs = roles.job_worker(self.settings, self.engine, self.bus, pull, vault, name=None)
+        self.jobs = roles.job_worker(
+            self.settings, self.engine, self.bus, pull, vault, name=None, commands=self.commands
+        )
         await self.jobs.start()
         self._started.append("jobs")
         self.scheduler = roles.scheduler(self.settings, self.engine, self.bus)

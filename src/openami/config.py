@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     hes_leader_name: str = Field(
         "openami-scheduler", min_length=1, max_length=120, description="The scheduler leader lock's name."
     )
+    hes_bulk_approval_threshold: int = Field(
+        1, ge=0, le=1_000_000, description="A disconnect of more meters than this needs a second approver."
+    )
     master_key: SecretStr = Field(
         SecretStr(""),
         description="64 hex chars (32 bytes) encrypting meter keys at rest; empty: data_dir/master.key, "

@@ -16,6 +16,7 @@ from openami.api.problems import document_problems, install_problem_handlers
 from openami.api.routes import (
     accounts,
     auth,
+    campaigns,
     channels,
     commands,
     customers,
@@ -57,6 +58,7 @@ def create_api(services: ApiContext) -> FastAPI:
     app.include_router(readings.router)
     app.include_router(events.router)
     app.include_router(commands.router)
+    app.include_router(campaigns.router)
     app.include_router(uplinks.router)
     app.include_router(jobs.router)
     app.include_router(schedules.router)

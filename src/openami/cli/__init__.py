@@ -4,6 +4,7 @@ registers their commands on :data:`app`."""
 from openami.cli import (  # noqa: F401 - they register commands
     admin,
     bench,
+    command,
     decode,
     gateway,
     gateways,

@@ -1,5 +1,5 @@
-"""Remote commands to DLMS meters: disconnect, connect, clock synchronisation and firmware upgrade,
-recorded and audited.
+"""Remote commands to DLMS meters: disconnect, connect (reconnect), clock synchronisation and firmware
+upgrade, recorded and audited.
 
 A command is a row in ``command`` before anything is sent (state ``running``), so a crash mid-command
 leaves a trace; it ends ``succeeded`` or ``failed`` with its result, and both ends are entries in the
@@ -7,8 +7,11 @@ tenant's audit log naming who asked. Success means the meter confirmed the new s
 (the relay's control state, or its clock), not merely that the method returned: a disconnect that the
 meter accepted but did not carry out is a failure.
 
-Commands run one at a time per call and synchronously (a single meter answers in well under a second);
-scheduling many of them through jobs is the head-end core's work.
+Commands run one at a time per call and synchronously (a single meter answers in well under a second).
+Commands queued as jobs (``openami.hes.command_jobs``) are recorded when they are queued and carried
+out by :meth:`CommandService.execute` when their job runs; an attempt after the first verifies before it
+sends (ADR 0013): a meter whose relay, clock or firmware already is what the command asked for is not
+commanded again, so a disconnect whose confirmation was lost is never sent twice.
 """
 
 from __future__ import annotations
@@ -24,10 +27,11 @@ from sqlalchemy import Engine, insert, select, update
 
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError
-from openami.drivers.dlms.firmware import upgrade_firmware
+from openami.drivers.dlms.firmware import ACTIVE_FIRMWARE, upgrade_firmware
 from openami.hes.dlms_session import FEP_WAIT_S, DlmsSessions
 from openami.hes.dlms_targets import DlmsTarget, load_targets
 from openami.hes.fep import FrontEndProcessor
+from openami.hes.safety import DisconnectRefused, check_disconnect
 from openami.protocols.dlms.obis import Obis
 from openami.protocols.dlms.xdlms import CosemAttribute
 from openami.security.audit import AuditLog
@@ -36,12 +40,26 @@ from openami.security.keyvault import KeyVault
 from openami.store.errors import NotFound
 from openami.store.schema import command, meter
 
-__all__ = ["COMMAND_KINDS", "CommandKind", "CommandRecord", "CommandService"]
+__all__ = [
+    "COMMAND_KINDS",
+    "RUNNABLE_STATES",
+    "CommandKind",
+    "CommandRecord",
+    "CommandService",
+    "Firmware",
+    "command_record",
+    "firmware_params",
+    "meter_commands",
+]
 
-CommandKind = Literal["disconnect", "connect", "time_sync"]
+CommandKind = Literal["disconnect", "connect", "reconnect", "time_sync"]
 COMMAND_KINDS: Final = frozenset(get_args(CommandKind))
+"""What :meth:`CommandService.run` sends; ``reconnect`` is ``connect`` under the name operators use."""
 _DISCONNECT_CONTROL: Final = Obis(0, 0, 96, 3, 10, 255)
 _CONTROL_STATE: Final = CosemAttribute(70, _DISCONNECT_CONTROL, 3)
+_ACTIVE_IDENTIFIER: Final = CosemAttribute(1, ACTIVE_FIRMWARE, 2)
+RUNNABLE_STATES: Final = ("queued", "running", "failed")
+"""States of a queued command that a job attempt may (still) carry out."""
 _STATES: Final = {0: "disconnected", 1: "connected", 2: "ready_for_reconnection"}
 _CLOCK_TOLERANCE_S: Final = 2.0
 _MAX_IDENTIFIER: Final = 64
@@ -64,6 +82,16 @@ def _utcnow() -> datetime:
 
 class CommandFailed(Exception):
     """The meter did not confirm the command; the message is the reason recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class Firmware:
+    """What a firmware command sends: the image, the identifier the meter must then run, and an
+    optional progress callback (blocks done, blocks in all)."""
+
+    image: bytes
+    identifier: str
+    progress: Callable[[int, int], None] | None = None
 
 
 class CommandService:
@@ -92,25 +120,40 @@ class CommandService:
         self._now = now
 
     async def run(
-        self, tenant_id: int, meter_id: int, kind: str, *, actor: str, user_id: int | None = None
+        self,
+        tenant_id: int,
+        meter_id: int,
+        kind: str,
+        *,
+        actor: str,
+        user_id: int | None = None,
+        force_calendar: bool = False,
     ) -> CommandRecord:
         """Send ``kind`` to the meter and wait for its confirmation; the command's record either way.
 
         Unknown kinds are :class:`InvalidInput`; a meter of another tenant, or one the HES cannot reach
-        over DLMS, :class:`NotFound` / :class:`InvalidInput` before anything is recorded.
+        over DLMS, :class:`NotFound` / :class:`InvalidInput` before anything is recorded; a disconnect
+        that a protection or the no-disconnect calendar forbids (``force_calendar`` waives the calendar,
+        see :mod:`openami.hes.safety`) :class:`~openami.hes.safety.DisconnectRefused`.
         """
         if kind not in COMMAND_KINDS:
             raise InvalidInput(f"unknown command {kind!r} (one of {', '.join(sorted(COMMAND_KINDS))})")
         target = await self._reachable(tenant_id, meter_id)
-        command_id = await asyncio.to_thread(self._start, tenant_id, meter_id, kind, actor, user_id, {})
-        try:
-            async with self._sessions.open(target) as client:
-                result = await self._send(client, kind)
-        except (DlmsDriverError, CommandFailed, OSError) as exc:
-            outcome, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}
-        else:
-            outcome, detail = "succeeded", result
-        return await asyncio.to_thread(self._finish, tenant_id, command_id, kind, outcome, detail, actor)
+        params: dict[str, Any] = {}
+        if kind == "disconnect":
+            refusals = await asyncio.to_thread(
+                check_disconnect,
+                self._engine,
+                tenant_id,
+                [meter_id],
+                self._now(),
+                force_calendar=force_calendar,
+            )
+            if refusals:
+                raise DisconnectRefused(refusals)
+            params = {"force_calendar": True} if force_calendar else {}
+        command_id = await asyncio.to_thread(self._start, tenant_id, meter_id, kind, actor, user_id, params)
+        return await self._perform(tenant_id, command_id, kind, target, actor)
 
     async def upgrade_firmware(
         self,
@@ -130,28 +173,86 @@ class CommandService:
         if not 0 < len(identifier) <= _MAX_IDENTIFIER or not identifier.isprintable():
             raise InvalidInput(f"firmware identifier must be 1..{_MAX_IDENTIFIER} printable characters")
         target = await self._reachable(tenant_id, meter_id)
-        params = {"identifier": identifier, "size": len(image), "sha256": hashlib.sha256(image).hexdigest()}
+        params = firmware_params(image, identifier)
         command_id = await asyncio.to_thread(
             self._start, tenant_id, meter_id, "firmware", actor, user_id, params
         )
-        detail: dict[str, Any]
+        return await self._perform(
+            tenant_id, command_id, "firmware", target, actor, firmware=Firmware(image, identifier, progress)
+        )
+
+    async def execute(
+        self,
+        tenant_id: int,
+        command_id: int,
+        *,
+        actor: str,
+        verify: bool = False,
+        image: bytes | None = None,
+    ) -> CommandRecord:
+        """Carry out a command recorded earlier (queued by a job): its record afterwards.
+
+        ``verify``: first ask the meter whether the command's effect is already there (a relay already
+        disconnected, a clock already right, the firmware already active) and send nothing then (the
+        result says ``"verified": true``). A firmware command needs its ``image``, which must match the
+        size and SHA-256 recorded with the command. A command already succeeded or refused is returned
+        as it is; a meter that cannot take commands fails the command for good (the result says why and
+        ``"permanent": true``)."""
+        row = await asyncio.to_thread(self._load, tenant_id, command_id)
+        if row.state not in RUNNABLE_STATES:
+            return _record(row)
+        firmware = None
+        if row.kind == "firmware":
+            identifier = str(row.params.get("identifier", ""))
+            recorded = firmware_params(image or b"", identifier).items()
+            if image is None or any(row.params.get(key) != value for key, value in recorded):
+                raise InvalidInput(f"command {command_id}: the firmware image does not match the command")
+            firmware = Firmware(image, identifier)
+        try:
+            target = await self._reachable(tenant_id, row.meter_id)
+        except InvalidInput as exc:
+            detail = {"error": f"InvalidInput: {exc}", "permanent": True}
+            return await asyncio.to_thread(
+                self._finish, tenant_id, command_id, row.kind, "failed", detail, actor
+            )
+        await asyncio.to_thread(self._mark_running, command_id)
+        return await self._perform(
+            tenant_id, command_id, row.kind, target, actor, verify=verify, firmware=firmware
+        )
+
+    def refuse(self, tenant_id: int, command_id: int, reasons: list[str], *, actor: str) -> CommandRecord:
+        """End a queued command as ``refused`` (a safety rule forbade it when its job ran); blocking."""
+        return self._finish(
+            tenant_id,
+            command_id,
+            self._load(tenant_id, command_id).kind,
+            "refused",
+            {"refused": reasons},
+            actor,
+        )
+
+    async def _perform(
+        self,
+        tenant_id: int,
+        command_id: int,
+        kind: str,
+        target: DlmsTarget,
+        actor: str,
+        *,
+        verify: bool = False,
+        firmware: Firmware | None = None,
+    ) -> CommandRecord:
+        detail: dict[str, Any] | None
         try:
             async with self._sessions.open(target) as client:
-                result = await upgrade_firmware(client, image, identifier.encode(), progress=progress)
-        except (DlmsDriverError, OSError, ValueError) as exc:
+                detail = await self._verify(client, kind, firmware) if verify else None
+                if detail is None:
+                    detail = await self._send(client, kind, firmware)
+        except (DlmsDriverError, CommandFailed, OSError, ValueError) as exc:
             outcome, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}
         else:
             outcome = "succeeded"
-            detail = {
-                "active_identifier": (result.active_identifier or b"").decode("latin-1"),
-                "blocks": result.blocks,
-                "block_size": result.block_size,
-                "resent_blocks": result.resent_blocks,
-                "signature": result.signature.hex(),
-            }
-        return await asyncio.to_thread(
-            self._finish, tenant_id, command_id, "firmware", outcome, detail, actor
-        )
+        return await asyncio.to_thread(self._finish, tenant_id, command_id, kind, outcome, detail, actor)
 
     async def _reachable(self, tenant_id: int, meter_id: int) -> DlmsTarget:
         targets, skipped = await asyncio.to_thread(self._target, tenant_id, meter_id)
@@ -167,7 +268,41 @@ class CommandService:
             raise NotFound(f"meter {meter_id} not found")
         return load_targets(self._engine, self._vault, tenant_id=tenant_id, meter_ids=[meter_id])
 
-    async def _send(self, client: DlmsClient, kind: str) -> dict[str, Any]:
+    async def _verify(
+        self, client: DlmsClient, kind: str, firmware: Firmware | None
+    ) -> dict[str, Any] | None:
+        """The command's result when the meter already is as the command wants it, else None."""
+        if kind == "time_sync":
+            drift = (await client.get_clock() - self._now()).total_seconds()
+            return (
+                {"drift_after_s": round(drift, 3), "verified": True}
+                if abs(drift) <= _CLOCK_TOLERANCE_S
+                else None
+            )
+        if kind == "firmware":
+            assert firmware is not None
+            active = (await client.get(_ACTIVE_IDENTIFIER)).value
+            if active == firmware.identifier.encode():
+                return {"active_identifier": firmware.identifier, "verified": True}
+            return None
+        state = (await client.get(_CONTROL_STATE)).value
+        if state == (0 if kind == "disconnect" else 1):
+            return {"control_state": _STATES[state], "verified": True}
+        return None
+
+    async def _send(self, client: DlmsClient, kind: str, firmware: Firmware | None) -> dict[str, Any]:
+        if kind == "firmware":
+            assert firmware is not None
+            result = await upgrade_firmware(
+                client, firmware.image, firmware.identifier.encode(), progress=firmware.progress
+            )
+            return {
+                "active_identifier": (result.active_identifier or b"").decode("latin-1"),
+                "blocks": result.blocks,
+                "block_size": result.block_size,
+                "resent_blocks": result.resent_blocks,
+                "signature": result.signature.hex(),
+            }
         if kind == "time_sync":
             before = await client.get_clock()
             await client.set_clock(self._now())
@@ -224,6 +359,13 @@ class CommandService:
             )
         return int(command_id)
 
+    def _load(self, tenant_id: int, command_id: int) -> Any:
+        return _command_row(self._engine, tenant_id, command_id)
+
+    def _mark_running(self, command_id: int) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(command).where(command.c.id == command_id).values(state="running"))
+
     def _finish(
         self,
         tenant_id: int,
@@ -253,24 +395,39 @@ class CommandService:
 
     def get(self, tenant_id: int, command_id: int) -> CommandRecord:
         """One command of the tenant (blocking)."""
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                select(command).where(command.c.id == command_id, command.c.tenant_id == tenant_id)
-            ).one_or_none()
-        if row is None:
-            raise NotFound(f"command {command_id} not found")
-        return _record(row)
+        return command_record(self._engine, tenant_id, command_id)
 
-    def list_for_meter(self, tenant_id: int, meter_id: int, limit: int = 100) -> list[CommandRecord]:
-        """The meter's commands, newest first (blocking)."""
-        with self._engine.connect() as conn:
-            rows = conn.execute(
-                select(command)
-                .where(command.c.tenant_id == tenant_id, command.c.meter_id == meter_id)
-                .order_by(command.c.id.desc())
-                .limit(limit)
-            ).all()
-        return [_record(row) for row in rows]
+
+def meter_commands(engine: Engine, tenant_id: int, meter_id: int, limit: int = 100) -> list[CommandRecord]:
+    """The meter's commands, newest first (blocking; needs no meter session, so no service)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(command)
+            .where(command.c.tenant_id == tenant_id, command.c.meter_id == meter_id)
+            .order_by(command.c.id.desc())
+            .limit(limit)
+        ).all()
+    return [_record(row) for row in rows]
+
+
+def command_record(engine: Engine, tenant_id: int, command_id: int) -> CommandRecord:
+    """One command of the tenant (blocking); NotFound for another tenant's."""
+    return _record(_command_row(engine, tenant_id, command_id))
+
+
+def _command_row(engine: Engine, tenant_id: int, command_id: int) -> Any:
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(command).where(command.c.id == command_id, command.c.tenant_id == tenant_id)
+        ).one_or_none()
+    if row is None:
+        raise NotFound(f"command {command_id} not found")
+    return row
+
+
+def firmware_params(image: bytes, identifier: str) -> dict[str, Any]:
+    """What a firmware command records about its image (the image itself stays with its campaign)."""
+    return {"identifier": identifier, "size": len(image), "sha256": hashlib.sha256(image).hexdigest()}
 
 
 def _record(row: Any) -> CommandRecord:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -24,6 +23,8 @@ from sqlalchemy import Engine
 from openami.bus.base import Bus
 from openami.bus.factory import make_bus
 from openami.config import Settings
+from openami.hes.command_jobs import CommandExecutor
+from openami.hes.commands import CommandService
 from openami.hes.executors import Executor
 from openami.hes.job_worker import JobWorker, WorkerOptions
 from openami.hes.leader import LeaderLock
@@ -36,7 +37,15 @@ from openami.security.keyvault import KeyVault, load_master_key
 from openami.store.engine import make_engine
 from openami.store.migrate import upgrade
 
-__all__ = ["Role", "WorkerProcess", "job_worker", "planning_steps", "scheduler", "worker_options"]
+__all__ = [
+    "Role",
+    "WorkerProcess",
+    "command_service",
+    "job_worker",
+    "planning_steps",
+    "scheduler",
+    "worker_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +72,9 @@ def worker_options(settings: Settings) -> WorkerOptions:
 
 
 def planning_steps(settings: Settings) -> list[Step]:
-    """The leader's periodic work: the schedules' next slots, and the re-reads of missing intervals."""
+    """The leader's periodic work: the schedules' next slots, the re-reads of missing intervals, the
+    commands whose jobs ended, and the next waves of firmware campaigns."""
+    from openami.hes import campaigns, command_jobs
     from openami.hes.catch_up import plan_catch_up
     from openami.hes.planner import plan_schedules
 
@@ -79,6 +90,8 @@ def planning_steps(settings: Settings) -> list[Step]:
     return [
         Step("schedules", min(60.0, settings.hes_plan_horizon_s / 4), schedules),
         Step("catch-up", float(settings.hes_catch_up_interval_s), catch_up),
+        Step("commands", settings.hes_tick_s, command_jobs.settle),
+        Step("campaigns", max(settings.hes_tick_s, 5.0), campaigns.advance),
     ]
 
 
@@ -152,23 +165,38 @@ class WorkerProcess:
         self.engine.dispose()
 
 
-def executors(
-    engine: Engine, pull: PullCollectors, vault: KeyVault, settings: Settings
-) -> Sequence[Executor]:
-    """The executors a poller runs: reads (and commands, see openami.hes.command_jobs)."""
-    return [MeterReader(engine, pull, vault)]
+def command_service(settings: Settings, engine: Engine, vault: KeyVault) -> CommandService:
+    return CommandService(
+        engine,
+        vault,
+        client_system_title=bytes.fromhex(settings.dlms_client_system_title),
+        timeout_s=settings.dlms_timeout_s,
+        fep_wait_s=settings.fep_lend_wait_s,
+    )
 
 
 def job_worker(
-    settings: Settings, engine: Engine, bus: Bus, pull: PullCollectors, vault: KeyVault, *, name: str | None
+    settings: Settings,
+    engine: Engine,
+    bus: Bus,
+    pull: PullCollectors,
+    vault: KeyVault,
+    *,
+    name: str | None,
+    commands: CommandService | None = None,
 ) -> JobWorker:
-    """A poller: the executors, throttled by the path limits of the settings."""
+    """A poller: reads and commands (``commands``: the process's command service, else one of its own),
+    throttled by the path limits of the settings."""
+    executors: list[Executor] = [
+        MeterReader(engine, pull, vault),
+        CommandExecutor(engine, commands or command_service(settings, engine, vault)),
+    ]
     limits = {str(kind): n for kind, n in settings.hes_path_limits.items()}
     rates = {str(kind): r for kind, r in settings.hes_path_rates.items()}
     return JobWorker(
         engine,
         bus,
-        executors(engine, pull, vault, settings),
+        executors,
         name=name,
         options=worker_options(settings),
         limits=lambda path: (limit_for(path, limits), rate_for(path, rates)),

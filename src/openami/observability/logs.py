@@ -30,13 +30,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record, not the one at set-up: a
+    process whose stderr is swapped (a test runner's capture, a daemon's redirect) keeps logging."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     """Route all logging to stderr in the chosen format (idempotent: replaces our previous handler)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_openami", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler._openami = True  # type: ignore[attr-defined]
     handler.setFormatter(
         JsonFormatter()

@@ -623,3 +623,123 @@ device_parent = Table(
 )
 """The history of ``comm_device.parent_id`` (a concentrator moved to another gateway), kept like
 ``meter_route``: one open row per device that has a parent, closed and followed by the next on a change."""
+
+PROTECTION_KINDS = ("medical", "life_support", "vulnerable")
+
+meter_protection = Table(
+    "meter_protection",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("meter_id", Id, ForeignKey("meter.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("created_by", String(160), nullable=False),  # the actor, as in the audit log
+    _created(),
+    UniqueConstraint("meter_id", "kind", name="uq_meter_protection_meter_kind"),
+    CheckConstraint("kind IN ('medical','life_support','vulnerable')", name="kind_known"),
+)
+"""Why a meter must never be disconnected remotely (``openami.hes.safety``): a row per reason, with who
+recorded it, rather than a flag on ``meter``, so a protection's origin is known and a meter may carry
+several (a medical device and a vulnerable household)."""
+
+no_disconnect_period = Table(
+    "no_disconnect_period",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("name", String(120), nullable=False),
+    Column("kind", String(8), nullable=False),  # once: starts_at..ends_at | weekly: local week times
+    Column("starts_at", UTCDateTime()),
+    Column("ends_at", UTCDateTime()),
+    Column("from_minute", Integer),  # weekly: minutes since Monday 00:00 local (0..10079)
+    Column("to_minute", Integer),  # weekly: end, exclusive; below from_minute: wraps over Sunday night
+    Column("created_by", String(160), nullable=False),
+    _created(),
+    UniqueConstraint("tenant_id", "name", name="uq_no_disconnect_period_tenant_name"),
+    CheckConstraint(
+        "(kind = 'once' AND starts_at IS NOT NULL AND ends_at > starts_at)"
+        " OR (kind = 'weekly' AND from_minute BETWEEN 0 AND 10079 AND to_minute BETWEEN 0 AND 10080"
+        " AND from_minute <> to_minute)",
+        name="shape",
+    ),
+)
+"""When a tenant disconnects nobody (``openami.hes.safety``): dated periods (holidays, a heat wave) and
+weekly windows in the tenant's local time (Friday noon to Monday 08:00)."""
+
+COMMAND_REQUEST_STATES = ("requested", "approved", "rejected", "running", "done")
+
+command_request = Table(
+    "command_request",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("kind", String(32), nullable=False),
+    Column("params", json_type(), nullable=False, server_default="{}"),
+    Column("meter_ids", json_type(), nullable=False),
+    Column("meter_count", Integer, nullable=False),
+    Column("state", String(16), nullable=False, server_default="requested"),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("requested_by", Id, ForeignKey("app_user.id", ondelete="RESTRICT"), nullable=False),
+    Column("requested_at", UTCDateTime(), nullable=False),
+    Column("decided_by", Id, ForeignKey("app_user.id", ondelete="RESTRICT")),
+    Column("decided_at", UTCDateTime()),
+    Column("decision_reason", Text),
+    Column("force_calendar", Boolean, nullable=False, server_default="0"),
+    Column("refused", json_type(), nullable=False, server_default="[]"),  # [{meter_id, reason}] at approval
+    Column("finished_at", UTCDateTime()),
+    CheckConstraint("state IN ('requested','approved','rejected','running','done')", name="state_known"),
+    Index("ix_command_request_tenant_state", "tenant_id", "state"),
+)
+"""A bulk command waiting for (or given) a second user's approval (``openami.hes.command_jobs``)."""
+
+CAMPAIGN_STATES = ("draft", "approved", "running", "paused", "aborted", "stopped_on_failures", "done")
+
+firmware_campaign = Table(
+    "firmware_campaign",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("name", String(120), nullable=False),
+    Column("identifier", String(64), nullable=False),  # the firmware identifier the meters must report
+    Column("image", LargeBinary, nullable=False),  # in the database: any poller on any machine sends it
+    Column("image_size", Integer, nullable=False),
+    Column("image_sha256", String(64), nullable=False),
+    Column("waves", json_type(), nullable=False),  # meters per wave, in order: [10, 100, 1000]
+    Column("failure_threshold", Float, nullable=False),  # a wave failing more than this fraction stops it
+    Column("state", String(24), nullable=False, server_default="draft"),
+    Column("current_wave", SmallInteger, nullable=False, server_default="0"),  # 0: none started yet
+    Column("meter_count", Integer, nullable=False),
+    Column("state_reason", Text),
+    Column("created_by", Id, ForeignKey("app_user.id", ondelete="RESTRICT"), nullable=False),
+    _created(),
+    Column("approved_by", Id, ForeignKey("app_user.id", ondelete="RESTRICT")),
+    Column("approved_at", UTCDateTime()),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    UniqueConstraint("tenant_id", "name", name="uq_firmware_campaign_tenant_name"),
+    CheckConstraint(
+        "state IN ('draft','approved','running','paused','aborted','stopped_on_failures','done')",
+        name="state_known",
+    ),
+    CheckConstraint("failure_threshold >= 0 AND failure_threshold <= 1", name="threshold_fraction"),
+)
+"""A firmware upgrade of many meters in staged waves (``openami.hes.campaigns``)."""
+
+campaign_meter = Table(
+    "campaign_meter",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("campaign_id", Id, ForeignKey("firmware_campaign.id", ondelete="CASCADE"), nullable=False),
+    Column("meter_id", Id, ForeignKey("meter.id", ondelete="RESTRICT"), nullable=False),
+    Column("wave", SmallInteger, nullable=False),  # 1-based
+    Column("state", String(16), nullable=False, server_default="pending"),
+    Column("command_id", Id, ForeignKey("command.id", ondelete="SET NULL")),
+    Column("error", Text),
+    Column("finished_at", UTCDateTime()),
+    UniqueConstraint("campaign_id", "meter_id", name="uq_campaign_meter_campaign_meter"),
+    CheckConstraint("state IN ('pending','queued','succeeded','failed','cancelled')", name="state_known"),
+    Index("ix_campaign_meter_campaign_wave", "campaign_id", "wave", "state"),
+)
+"""A meter's place in a campaign: its wave, and how its upgrade went (pending until its wave starts)."""
