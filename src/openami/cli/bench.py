@@ -144,3 +144,56 @@ def bench_gateway(
             console.print_json(json.dumps(result))
 
     _run(go)
+
+
+@bench_app.command("hes")
+def bench_hes(
+    meters: Annotated[
+        int, typer.Option(min=1, max=1_000_000, help="Simulated meters, half M-Bus and half Modbus.")
+    ] = 100_000,
+    pollers: Annotated[int, typer.Option(min=1, max=16, help="Poller worker processes.")] = 1,
+    flaky: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of meters that fail some sessions.")
+    ] = 0.0,
+    flaky_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="How often a flaky meter stays silent in a session.")
+    ] = 0.5,
+    dead: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of meters that never answer.")] = 0.0,
+    simulators: Annotated[int, typer.Option(min=1, max=16, help="Processes serving the fleet.")] = 1,
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="PostgreSQL server (a private schema per run).")
+    ] = None,
+    nats_url: Annotated[
+        str, typer.Option("--nats-url", help="NATS JetStream server.")
+    ] = "nats://127.0.0.1:4222",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
+) -> None:
+    """One day's schedule of N simulated meters collected by scheduler, poller and ingest worker processes."""
+
+    def go() -> None:
+        from openami.bench.hes import run_hes_bench
+
+        url = database_url or _settings().effective_database_url
+
+        def bench(progress: Callable[[int, int], None] | None) -> dict[str, Any]:
+            return run_hes_bench(
+                url,
+                meters,
+                pollers=pollers,
+                flaky=flaky,
+                flaky_rate=flaky_rate,
+                dead=dead,
+                nats_url=nats_url,
+                simulator_processes=simulators,
+                progress=progress,
+            )
+
+        if as_json:
+            print(json.dumps(bench(None)))
+            return
+        with _progress() as bar:
+            task = bar.add_task(f"daily reads, {pollers} poller(s)", total=meters)
+            result = bench(lambda done, total: bar.update(task, completed=done, total=total))
+        console.print_json(json.dumps(result))
+
+    _run(go)

@@ -1,5 +1,6 @@
-"""``openami command``: remote commands as jobs, their approvals, protections, the no-disconnect
-calendar and firmware campaigns, from the command line.
+"""``openami command``: remote commands as jobs (relay, clock, load limit, push setup, tariff calendar,
+key rotation), their approvals, protections, the no-disconnect calendar and firmware campaigns, from
+the command line.
 
 The commands work straight on the database through the same functions as the API
 (:mod:`openami.hes.command_jobs`, :mod:`openami.hes.safety`, :mod:`openami.hes.campaigns`), so they need
@@ -104,6 +105,7 @@ def _send(
     wait: float,
     as_json: bool,
     database_url: str | None,
+    params: dict[str, Any] | None = None,
 ) -> None:
     from openami.hes import command_jobs
 
@@ -122,6 +124,7 @@ def _send(
                 now=_now(),
                 reason=reason,
                 force_calendar=force_calendar,
+                params=params,
             )
             if as_json:
                 console.print_json(json.dumps(asdict(asked), default=str))
@@ -140,6 +143,7 @@ def _send(
             user_id=user_id,
             now=_now(),
             force_calendar=force_calendar,
+            params=params,
         )
         _show_submission(engine, tenant_id, submission, wait, as_json)
 
@@ -199,6 +203,108 @@ _kind_command("disconnect", "Queue a remote disconnect (more than one meter: a r
 _kind_command("connect", "Queue a remote connect.")
 _kind_command("reconnect", "Queue a remote reconnect (the same as connect).")
 _kind_command("time_sync", "Queue a clock synchronisation.")
+
+
+def _send_config(
+    kind: str,
+    params: dict[str, Any],
+    tenant: str,
+    meters: Sequence[str],
+    user: str | None,
+    reason: str,
+    wait: float,
+    as_json: bool,
+    database_url: str | None,
+) -> None:
+    _run(lambda: _send(kind, tenant, meters, user, False, reason, wait, as_json, database_url, params))
+
+
+@command_app.command("load-limit")
+def load_limit(
+    tenant: TenantOption,
+    meters: Meters,
+    threshold: Annotated[int, typer.Option("--threshold", min=0, help="Active threshold, W.")],
+    normal: Annotated[int | None, typer.Option("--normal", min=0, help="Normal threshold, W.")] = None,
+    user: AsOption = None,
+    reason: Reason = "",
+    wait: WaitOption = 0,
+    as_json: JsonOption = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Queue a load limit (limiter 0-0:17.0.0); more than one meter: a request for a second user."""
+    params: dict[str, Any] = {"threshold": threshold, **({"normal": normal} if normal is not None else {})}
+    _send_config("load_limit", params, tenant, meters, user, reason, wait, as_json, database_url)
+
+
+@command_app.command("push-setup")
+def push_setup(
+    tenant: TenantOption,
+    meters: Meters,
+    destination: Annotated[str, typer.Option("--destination", help="Where pushes go: host:port.")],
+    transport: Annotated[str, typer.Option("--transport", help="tcp or udp.")] = "tcp",
+    message: Annotated[str, typer.Option("--message", help="a-xdr or xml.")] = "a-xdr",
+    user: AsOption = None,
+    reason: Reason = "",
+    wait: WaitOption = 0,
+    as_json: JsonOption = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Queue a push destination (push setup 0-1:25.9.0)."""
+    params = {"destination": destination, "transport": transport, "message": message}
+    _send_config("push_setup", params, tenant, meters, user, reason, wait, as_json, database_url)
+
+
+@command_app.command("tariff-calendar")
+def tariff_calendar(
+    tenant: TenantOption,
+    meters: Meters,
+    file: Annotated[Path, typer.Option("--file", exists=True, dir_okay=False, help="The calendar as JSON.")],
+    user: AsOption = None,
+    reason: Reason = "",
+    wait: WaitOption = 0,
+    as_json: JsonOption = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Queue a tariff calendar (activity calendar 0-0:13.0.0; docs/operations/commands.md for the file)."""
+    _run(
+        lambda: _send(
+            "tariff_calendar",
+            tenant,
+            meters,
+            user,
+            False,
+            reason,
+            wait,
+            as_json,
+            database_url,
+            _json_file(file),
+        )
+    )
+
+
+def _json_file(file: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CliError(f"--file: {exc}", 2) from None
+    if not isinstance(found, dict):
+        raise CliError("--file: the calendar must be a JSON object", 2)
+    return found
+
+
+@command_app.command("rotate-key")
+def rotate_key(
+    tenant: TenantOption,
+    meters: Meters,
+    key: Annotated[str, typer.Option("--key", help="encryption or authentication.")],
+    user: AsOption = None,
+    reason: Reason = "",
+    wait: WaitOption = 0,
+    as_json: JsonOption = False,
+    database_url: DatabaseOption = None,
+) -> None:
+    """Queue a key rotation (security setup, global key transfer); more than one meter: a request."""
+    _send_config("key_rotation", {"key": key}, tenant, meters, user, reason, wait, as_json, database_url)
 
 
 @command_app.command("requests")

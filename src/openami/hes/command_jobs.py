@@ -17,7 +17,15 @@ A disconnect of more than ``threshold`` meters (settings ``hes_bulk_approval_thr
 any bulk disconnect) is not queued at once: it becomes a ``command_request`` that a *second* user must
 approve (:func:`approve`); approving queues it, rejecting ends it. The requester may reject (withdraw)
 their own request. Firmware goes through campaigns (:mod:`openami.hes.campaigns`), approved the same
-way.
+way. The same four-eyes rule holds for a bulk ``key_rotation`` and a bulk ``load_limit``
+(:data:`APPROVAL_KINDS`): a key rotation gone wrong over many meters could lock the head-end out of a
+fleet at once, and a load limit is a disconnect by other means (the limiter opens the relay above its
+threshold, so a low one over a district is a bulk disconnect). Push setup and tariff calendars are
+queued without approval: they cut no supply and lock nobody out, and the next command undoes them.
+
+Configuration commands and key rotation carry parameters (:func:`openami.hes.config_commands.command_params`),
+checked when the command is asked for and recorded with the command (and with a request, so what the
+second user approves is exactly what is sent).
 
 Commands are not idempotent in the field, so they are not retried blindly (ADR 0013): every attempt
 after the first asks the meter first whether the command's effect is already there
@@ -43,6 +51,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, Engine, and_, exists, insert, select, update
 
 from openami.hes.commands import COMMAND_KINDS, RUNNABLE_STATES, CommandRecord, CommandService
+from openami.hes.config_commands import command_params
 from openami.hes.executors import JobResult
 from openami.hes.job_store import Job, NewJob
 from openami.hes.jobstate import Lane, State
@@ -54,6 +63,7 @@ from openami.store.errors import Conflict, NotFound
 from openami.store.schema import command, command_request, firmware_campaign, job, meter
 
 __all__ = [
+    "APPROVAL_KINDS",
     "DEFAULT_APPROVAL_THRESHOLD",
     "JOB_KIND",
     "ApprovalRequired",
@@ -79,6 +89,8 @@ log = logging.getLogger(__name__)
 JOB_KIND: Final = "command"
 MAX_ATTEMPTS: Final = 3
 DEFAULT_APPROVAL_THRESHOLD: Final = 1
+APPROVAL_KINDS: Final = frozenset({"disconnect", "load_limit", "key_rotation"})
+"""Kinds that a second user must approve for more than the threshold of meters (module docstring)."""
 MAX_METERS: Final = 100_000
 _OPEN: Final = ("queued", "running")
 _ENDED_JOBS: Final = (State.DONE.value, State.FAILED.value, State.CANCELLED.value)
@@ -123,7 +135,7 @@ class CommandRequest:
 
 def needs_approval(kind: str, meters: int, threshold: int = DEFAULT_APPROVAL_THRESHOLD) -> bool:
     """Whether a command of ``kind`` to ``meters`` meters must go through a second user."""
-    return kind == "disconnect" and meters > threshold
+    return kind in APPROVAL_KINDS and meters > threshold
 
 
 def unique_meter_ids(meter_ids: Iterable[int]) -> list[int]:
@@ -266,14 +278,17 @@ def submit(
     force_calendar: bool = False,
     threshold: int = DEFAULT_APPROVAL_THRESHOLD,
     audit: AuditLog | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> Submission:
-    """Queue ``kind`` for each meter (one command and one job each); meters refused by a safety rule
-    are left out and reported. :class:`ApprovalRequired` for a bulk disconnect (more than
-    ``threshold`` meters): use :func:`request`."""
+    """Queue ``kind`` with ``params`` for each meter (one command and one job each); meters refused by
+    a safety rule are left out and reported. :class:`InvalidInput` for bad parameters,
+    :class:`ApprovalRequired` for a bulk command of :data:`APPROVAL_KINDS` (more than ``threshold``
+    meters): use :func:`request`."""
     ids = unique_meter_ids(meter_ids)
-    if needs_approval(_kind(kind), len(ids), threshold):
+    checked = command_params(_kind(kind), params)
+    if needs_approval(kind, len(ids), threshold):
         raise ApprovalRequired(
-            f"a disconnect of {len(ids)} meters needs a second user's approval (more than {threshold})"
+            f"a {kind} of {len(ids)} meters needs a second user's approval (more than {threshold})"
         )
     with engine.begin() as conn:
         return _queue(
@@ -285,7 +300,7 @@ def submit(
             user_id=user_id,
             now=now,
             force_calendar=force_calendar,
-            params={},
+            params=checked,
             audit=audit or AuditLog(),
         )
 
@@ -302,10 +317,12 @@ def request(
     reason: str = "",
     force_calendar: bool = False,
     audit: AuditLog | None = None,
+    params: Mapping[str, Any] | None = None,
 ) -> CommandRequest:
-    """Ask for a bulk command; nothing is sent until a second user approves it."""
+    """Ask for a bulk command (with its checked ``params``); nothing is sent until a second user
+    approves it."""
     ids = unique_meter_ids(meter_ids)
-    _kind(kind)
+    checked = command_params(_kind(kind), params)
     if user_id is None:
         raise PermissionDenied("a bulk command must be requested by a named user")
     with engine.begin() as conn:
@@ -315,7 +332,7 @@ def request(
             .values(
                 tenant_id=tenant_id,
                 kind=kind,
-                params={},
+                params=checked,
                 meter_ids=ids,
                 meter_count=len(ids),
                 state="requested",
@@ -375,6 +392,9 @@ def approve(
     with engine.begin() as conn:
         pending = _request(conn, tenant_id, request_id)
         ensure_second_user(pending.requested_by, user_id, f"command request {request_id}")
+        asked = conn.execute(
+            select(command_request.c.params).where(command_request.c.id == request_id)
+        ).scalar_one()
         decided = _decide(conn, tenant_id, request_id, user_id, "approved", now, reason)
         audit.append(
             conn,
@@ -394,7 +414,7 @@ def approve(
             user_id=user_id,
             now=now,
             force_calendar=decided.force_calendar,
-            params={"request_id": request_id},
+            params={**(asked or {}), "request_id": request_id},
             audit=audit,
         )
         conn.execute(

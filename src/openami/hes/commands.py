@@ -1,5 +1,6 @@
-"""Remote commands to DLMS meters: disconnect, connect (reconnect), clock synchronisation and firmware
-upgrade, recorded and audited.
+"""Remote commands to DLMS meters: disconnect, connect (reconnect), clock synchronisation, firmware
+upgrade, configuration (load limit, push setup, tariff calendar: :mod:`openami.hes.config_commands`)
+and key rotation, recorded and audited.
 
 A command is a row in ``command`` before anything is sent (state ``running``), so a crash mid-command
 leaves a trace; it ends ``succeeded`` or ``failed`` with its result, and both ends are entries in the
@@ -12,31 +13,56 @@ Commands queued as jobs (``openami.hes.command_jobs``) are recorded when they ar
 out by :meth:`CommandService.execute` when their job runs; an attempt after the first verifies before it
 sends (ADR 0013): a meter whose relay, clock or firmware already is what the command asked for is not
 commanded again, so a disconnect whose confirmation was lost is never sent twice.
+
+**Key rotation** (``key_rotation``, ``{"key": "encryption" | "authentication"}``) replaces the meter's
+global unicast encryption key or authentication key without ever leaving the head-end unable to talk
+to it:
+
+1. A fresh random key is wrapped (AES key wrap, RFC 3394) under the meter's master key (``kek`` in the
+   key vault) and the wrapped key is written into the command's parameters *before* it is sent: it is
+   the *pending* key. It is ciphertext under the KEK, so it is as safe there as the vault's rows, and it
+   never goes into the audit log.
+2. global_key_transfer (security setup 0-0:43.0.1, method 2) sends it in a session on the current keys.
+3. A *new* association is opened with the new key and the security setup read: only when that works is
+   the new key stored in the vault (replacing the old one, ``key_version`` + 1).
+
+If the meter took the key but the confirmation failed (the link dropped after the ACTION, the store
+failed), the vault still holds the old key and the command fails with ``"pending": true``; reads of
+the meter may be refused meanwhile, but nothing is lost: every later attempt of the command (the job's
+retries, or :meth:`CommandService.execute` again) first tries the pending key and, if the meter
+answers to it, stores it (``"verified": true``) without sending anything; if it does not, the old key
+still opens a session and the same pending key is sent again. A meter that answers to neither fails
+the attempt and the pending key stays recorded for the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, get_args
 
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 from sqlalchemy import Engine, insert, select, update
 
 from openami.drivers.dlms.client import DlmsClient
 from openami.drivers.dlms.errors import DlmsDriverError
 from openami.drivers.dlms.firmware import ACTIVE_FIRMWARE, upgrade_firmware
+from openami.hes import config_commands
+from openami.hes.config_commands import CONFIG_KINDS, KEY_ROTATION, ROTATED_KEYS, command_params
 from openami.hes.dlms_session import FEP_WAIT_S, DlmsSessions
 from openami.hes.dlms_targets import DlmsTarget, load_targets
 from openami.hes.fep import FrontEndProcessor
 from openami.hes.safety import DisconnectRefused, check_disconnect
+from openami.protocols.dlms.axdr import Data
 from openami.protocols.dlms.obis import Obis
-from openami.protocols.dlms.xdlms import CosemAttribute
+from openami.protocols.dlms.xdlms import CosemAttribute, CosemMethod
 from openami.security.audit import AuditLog
 from openami.security.errors import InvalidInput
-from openami.security.keyvault import KeyVault
+from openami.security.keyvault import KeyKind, KeyVault
 from openami.store.errors import NotFound
 from openami.store.schema import command, meter
 
@@ -52,9 +78,22 @@ __all__ = [
     "meter_commands",
 ]
 
-CommandKind = Literal["disconnect", "connect", "reconnect", "time_sync"]
+CommandKind = Literal[
+    "disconnect",
+    "connect",
+    "reconnect",
+    "time_sync",
+    "load_limit",
+    "push_setup",
+    "tariff_calendar",
+    "key_rotation",
+]
 COMMAND_KINDS: Final = frozenset(get_args(CommandKind))
 """What :meth:`CommandService.run` sends; ``reconnect`` is ``connect`` under the name operators use."""
+_SECURITY_SETUP: Final = Obis(0, 0, 43, 0, 1, 255)
+_GLOBAL_KEY_TRANSFER: Final = CosemMethod(64, _SECURITY_SETUP, 2)
+_SECURITY_SETUP_NAME: Final = CosemAttribute(64, _SECURITY_SETUP, 1)
+_KEY_BYTES: Final = 16  # suite 0: AES-128
 _DISCONNECT_CONTROL: Final = Obis(0, 0, 96, 3, 10, 255)
 _CONTROL_STATE: Final = CosemAttribute(70, _DISCONNECT_CONTROL, 3)
 _ACTIVE_IDENTIFIER: Final = CosemAttribute(1, ACTIVE_FIRMWARE, 2)
@@ -128,18 +167,23 @@ class CommandService:
         actor: str,
         user_id: int | None = None,
         force_calendar: bool = False,
+        params: Mapping[str, Any] | None = None,
     ) -> CommandRecord:
         """Send ``kind`` to the meter and wait for its confirmation; the command's record either way.
 
-        Unknown kinds are :class:`InvalidInput`; a meter of another tenant, or one the HES cannot reach
-        over DLMS, :class:`NotFound` / :class:`InvalidInput` before anything is recorded; a disconnect
-        that a protection or the no-disconnect calendar forbids (``force_calendar`` waives the calendar,
-        see :mod:`openami.hes.safety`) :class:`~openami.hes.safety.DisconnectRefused`.
+        Unknown kinds and bad ``params`` (:func:`~openami.hes.config_commands.command_params`) are
+        :class:`InvalidInput`; a meter of another tenant, or one the HES cannot reach over DLMS (or
+        cannot rotate the keys of), :class:`NotFound` / :class:`InvalidInput` before anything is
+        recorded; a disconnect that a protection or the no-disconnect calendar forbids
+        (``force_calendar`` waives the calendar, see :mod:`openami.hes.safety`)
+        :class:`~openami.hes.safety.DisconnectRefused`.
         """
         if kind not in COMMAND_KINDS:
             raise InvalidInput(f"unknown command {kind!r} (one of {', '.join(sorted(COMMAND_KINDS))})")
+        checked = command_params(kind, params)
         target = await self._reachable(tenant_id, meter_id)
-        params: dict[str, Any] = {}
+        if kind == KEY_ROTATION:
+            await self._master_key(target)
         if kind == "disconnect":
             refusals = await asyncio.to_thread(
                 check_disconnect,
@@ -151,9 +195,9 @@ class CommandService:
             )
             if refusals:
                 raise DisconnectRefused(refusals)
-            params = {"force_calendar": True} if force_calendar else {}
-        command_id = await asyncio.to_thread(self._start, tenant_id, meter_id, kind, actor, user_id, params)
-        return await self._perform(tenant_id, command_id, kind, target, actor)
+            checked = {"force_calendar": True} if force_calendar else {}
+        command_id = await asyncio.to_thread(self._start, tenant_id, meter_id, kind, actor, user_id, checked)
+        return await self._perform(tenant_id, command_id, kind, target, actor, params=checked)
 
     async def upgrade_firmware(
         self,
@@ -210,6 +254,8 @@ class CommandService:
             firmware = Firmware(image, identifier)
         try:
             target = await self._reachable(tenant_id, row.meter_id)
+            if row.kind == KEY_ROTATION:
+                await self._master_key(target)
         except InvalidInput as exc:
             detail = {"error": f"InvalidInput: {exc}", "permanent": True}
             return await asyncio.to_thread(
@@ -217,7 +263,14 @@ class CommandService:
             )
         await asyncio.to_thread(self._mark_running, command_id)
         return await self._perform(
-            tenant_id, command_id, row.kind, target, actor, verify=verify, firmware=firmware
+            tenant_id,
+            command_id,
+            row.kind,
+            target,
+            actor,
+            verify=verify,
+            firmware=firmware,
+            params=dict(row.params or {}),
         )
 
     def refuse(self, tenant_id: int, command_id: int, reasons: list[str], *, actor: str) -> CommandRecord:
@@ -241,15 +294,22 @@ class CommandService:
         *,
         verify: bool = False,
         firmware: Firmware | None = None,
+        params: dict[str, Any] | None = None,
     ) -> CommandRecord:
         detail: dict[str, Any] | None
+        params = params or {}
         try:
-            async with self._sessions.open(target) as client:
-                detail = await self._verify(client, kind, firmware) if verify else None
-                if detail is None:
-                    detail = await self._send(client, kind, firmware)
+            if kind == KEY_ROTATION:
+                detail = await self._rotate_key(command_id, target, params)
+            else:
+                async with self._sessions.open(target) as client:
+                    detail = await self._verify(client, kind, firmware, params) if verify else None
+                    if detail is None:
+                        detail = await self._send(client, kind, firmware, params)
         except (DlmsDriverError, CommandFailed, OSError, ValueError) as exc:
             outcome, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}
+            if kind == KEY_ROTATION:
+                detail["pending"] = True  # the wrapped key stays with the command: see the module docstring
         else:
             outcome = "succeeded"
         return await asyncio.to_thread(self._finish, tenant_id, command_id, kind, outcome, detail, actor)
@@ -268,10 +328,82 @@ class CommandService:
             raise NotFound(f"meter {meter_id} not found")
         return load_targets(self._engine, self._vault, tenant_id=tenant_id, meter_ids=[meter_id])
 
+    async def _master_key(self, target: DlmsTarget) -> bytes:
+        """The meter's KEK from the vault; InvalidInput when its keys cannot be rotated at all."""
+        if target.endpoint.auth != "hls" or target.secrets is None:
+            raise InvalidInput(f"meter {target.serial}: key rotation needs an HLS (ciphered) session")
+        kek = await asyncio.to_thread(self._vault.get, target.tenant_id, target.secrets.system_title, "kek")
+        if kek is None or len(kek) not in (16, 24, 32):
+            raise InvalidInput(f"meter {target.serial}: no master key (kek) in the key vault")
+        return kek
+
+    async def _rotate_key(
+        self, command_id: int, target: DlmsTarget, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Key rotation (module docstring): the pending key first, else send it and confirm it."""
+        vault_kind, key_id = ROTATED_KEYS[params["key"]]
+        kek = await self._master_key(target)
+        wrapped = bytes.fromhex(params["wrapped"]) if "wrapped" in params else None
+        if wrapped is not None:
+            try:
+                new_key = aes_key_unwrap(kek, wrapped)
+            except InvalidUnwrap:
+                raise CommandFailed("the pending key does not unwrap with the vault's master key") from None
+            with_new = self._with_key(target, vault_kind, new_key)
+            if await self._session_error(with_new) is None:
+                await self._adopt(with_new, vault_kind, new_key)
+                return {"key": params["key"], "verified": True}
+        else:
+            new_key = os.urandom(_KEY_BYTES)
+            wrapped = aes_key_wrap(kek, new_key)
+            await asyncio.to_thread(self._record_params, command_id, {**params, "wrapped": wrapped.hex()})
+        async with self._sessions.open(target) as client:
+            transfer = Data.structure(Data.enum(key_id), Data.octet_string(wrapped))
+            await client.action(_GLOBAL_KEY_TRANSFER, Data.array(transfer))
+        with_new = self._with_key(target, vault_kind, new_key)
+        error = await self._session_error(with_new)
+        if error is not None:
+            raise CommandFailed(
+                f"the meter took the key transfer, but a session with the new key failed: {error}"
+            )
+        await self._adopt(with_new, vault_kind, new_key)
+        return {"key": params["key"], "confirmed": True}
+
+    @staticmethod
+    def _with_key(target: DlmsTarget, vault_kind: KeyKind, key: bytes) -> DlmsTarget:
+        assert target.secrets is not None  # checked by _master_key
+        field = "encryption_key" if vault_kind == "ek" else "authentication_key"
+        return replace(target, secrets=replace(target.secrets, **{field: key}))
+
+    async def _session_error(self, target: DlmsTarget) -> str | None:
+        """Why the meter does not open a session with ``target``'s keys (the security setup read in
+        it), None when it does."""
+        try:
+            async with self._sessions.open(target) as client:
+                await client.get(_SECURITY_SETUP_NAME)
+        except (DlmsDriverError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    async def _adopt(self, target: DlmsTarget, vault_kind: KeyKind, key: bytes) -> None:
+        """The confirmed key into the vault, replacing the old one."""
+        assert target.secrets is not None
+        await asyncio.to_thread(
+            self._vault.store,
+            target.tenant_id,
+            system_title=target.secrets.system_title,
+            meter_id=target.meter_id,
+            kind=vault_kind,
+            secret=key,
+        )
+
     async def _verify(
-        self, client: DlmsClient, kind: str, firmware: Firmware | None
+        self, client: DlmsClient, kind: str, firmware: Firmware | None, params: dict[str, Any]
     ) -> dict[str, Any] | None:
         """The command's result when the meter already is as the command wants it, else None."""
+        if kind in CONFIG_KINDS:
+            found = await config_commands.in_place(client, kind, params)
+            return None if found is None else {**found, "verified": True}
         if kind == "time_sync":
             drift = (await client.get_clock() - self._now()).total_seconds()
             return (
@@ -290,7 +422,15 @@ class CommandService:
             return {"control_state": _STATES[state], "verified": True}
         return None
 
-    async def _send(self, client: DlmsClient, kind: str, firmware: Firmware | None) -> dict[str, Any]:
+    async def _send(
+        self, client: DlmsClient, kind: str, firmware: Firmware | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        if kind in CONFIG_KINDS:
+            await config_commands.apply(client, kind, params)
+            found = await config_commands.in_place(client, kind, params)
+            if found is None:
+                raise CommandFailed(f"the meter does not report the {kind} settings after setting them")
+            return found
         if kind == "firmware":
             assert firmware is not None
             result = await upgrade_firmware(
@@ -361,6 +501,10 @@ class CommandService:
 
     def _load(self, tenant_id: int, command_id: int) -> Any:
         return _command_row(self._engine, tenant_id, command_id)
+
+    def _record_params(self, command_id: int, params: dict[str, Any]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(update(command).where(command.c.id == command_id).values(params=params))
 
     def _mark_running(self, command_id: int) -> None:
         with self._engine.begin() as conn:

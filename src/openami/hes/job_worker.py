@@ -3,13 +3,17 @@
 One worker per process (``openami worker --role poller``); any number of them share the work through
 one durable consumer per lane (ADR 0013). For each dispatch the worker:
 
-1. claims the dispatch's jobs in the store as one session on their path, under a lease (a path at its
-   limit answers "busy": the dispatch is handed back to the bus with a short delay, and nothing ran);
-2. hands the claimed jobs to the executor of their kind, renewing the lease while it works;
-3. settles every job in one transaction: done; queued again after a backoff when the attempt failed,
-   another is worth it and attempts are left; failed otherwise;
-4. acknowledges the message, only now: a worker killed before this point leaves the jobs running under
-   a lease that runs out, and the scheduler's sweep gives them to someone else.
+1. waits for one of its ``sessions`` slots, then claims the dispatch's jobs in the store as one session
+   on their path, under a lease (a path at its limit answers "busy": the dispatch is handed back to
+   the bus with a short delay, and nothing ran);
+2. acknowledges the message at once: from the claim on, the job rows and their lease are what keeps
+   the work, so a worker killed at any later point leaves jobs running under a lease that runs out,
+   and the scheduler's sweep gives them to someone else. A worker killed *before* its claim leaves an
+   unacknowledged message that the bus hands to another worker after ``ack_wait_s``, which can
+   therefore be short;
+3. hands the claimed jobs to the executor of their kind, renewing the lease while it works;
+4. settles every job in one transaction: done; queued again after a backoff when the attempt failed,
+   another is worth it and attempts are left; failed otherwise.
 
 A job the worker could not settle (its lease ran out meanwhile, and it went to another worker) is left
 to the other worker: only the claim that holds the job may finish it, so no job completes twice.
@@ -28,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Literal
 
 from sqlalchemy import Engine
 
@@ -69,8 +73,8 @@ class WorkerOptions:
     """Dispatches of the bulk lanes in progress at once; commands and on-demand reads have their own."""
     retry_base: timedelta = timedelta(seconds=30)
     retry_cap: timedelta = timedelta(minutes=30)
-    ack_wait_s: float = 900.0
-    """Longest one dispatch may take; past it the handler is cancelled and the lease sweep recovers."""
+    ack_wait_s: float = 30.0
+    """How soon the bus offers a dispatch again when its worker died before claiming it."""
 
 
 @dataclass
@@ -110,6 +114,10 @@ class JobWorker:
         self._now = now
         self._sequence = itertools.count(1)
         self._subscriptions: list[Subscription] = []
+        self._slots = {
+            bulk: asyncio.Semaphore(self.options.sessions if bulk else 4) for bulk in (True, False)
+        }
+        self._running: set[asyncio.Task[None]] = set()
         self.totals = WorkerTotals()
 
     async def start(self) -> None:
@@ -130,6 +138,8 @@ class JobWorker:
         """Stop taking dispatches; those in progress finish and settle first."""
         subscriptions, self._subscriptions = self._subscriptions, []
         await asyncio.gather(*(s.stop() for s in subscriptions))
+        if self._running:
+            await asyncio.wait(set(self._running))
 
     async def _handle(self, message: Message) -> None:
         try:
@@ -138,9 +148,32 @@ class JobWorker:
             log.warning("dropped a message on %s: %s", message.subject, exc)
             return
         self.totals.dispatches += 1
+        slots = self._slots[dispatch.lane in (Lane.SCHEDULED, Lane.CATCH_UP)]
+        try:
+            async with asyncio.timeout(self.options.ack_wait_s / 2):
+                await slots.acquire()
+        except TimeoutError:  # every session of this worker is busy: let another worker have it
+            await message.nak(delay_s=random.uniform(*_BUSY_DELAY_S))
+            return
+        try:
+            claimed = await self._claim(dispatch)
+        except BaseException:
+            slots.release()
+            raise
+        if isinstance(claimed, str) or not claimed:
+            slots.release()
+            if claimed == BUSY:
+                self.totals.busy += 1
+                await message.nak(delay_s=random.uniform(*_BUSY_DELAY_S))
+            return
+        task = asyncio.create_task(self._session(claimed, slots), name=f"session {claimed[0].id}")
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _claim(self, dispatch: Dispatch) -> list[Job] | Literal["busy"]:
         session = f"{self.name}#{next(self._sequence)}"
         limit, rate = self._limits(dispatch.path) if dispatch.path is not None else (None, None)
-        claimed = await asyncio.to_thread(
+        return await asyncio.to_thread(
             job_store.claim_group,
             self._engine,
             dispatch.ids,
@@ -150,12 +183,16 @@ class JobWorker:
             path_limit=limit,
             path_rate=rate,
         )
-        if claimed == BUSY:
-            self.totals.busy += 1
-            await message.nak(delay_s=random.uniform(*_BUSY_DELAY_S))
-            return
-        if claimed:
-            await self.run_claimed(claimed)
+
+    async def _session(self, jobs: list[Job], slots: asyncio.Semaphore) -> None:
+        try:
+            await self.run_claimed(jobs)
+        except Exception:
+            log.exception(
+                "session of jobs %d.. failed; their leases will run out and they come back", jobs[0].id
+            )
+        finally:
+            slots.release()
 
     async def run_claimed(self, jobs: list[Job]) -> None:
         """Run jobs claimed under one session and settle them (steps 2 and 3 of the module docstring)."""

@@ -60,7 +60,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KeyKind = Literal["ek", "ak", "lls", "hls"]
+KeyKind = Literal["ek", "ak", "lls", "hls", "kek"]
+"""``kek``: the meter's master key, which new keys are wrapped in when they are rotated."""
 KINDS: Final = frozenset(get_args(KeyKind))
 MASTER_KEY_LENGTH: Final = 32
 MASTER_KEY_FILE: Final = "master.key"

@@ -8,7 +8,9 @@ incrementally against thousands of meters as cheaply as against one. Serving the
 client 16 read-only with lowest security, management client 1 with LLS or HLS-GMAC and optional
 ciphering) are those of :class:`~openami.protocols.dlms.association.ServerAssociation`.
 The event logs are :mod:`openami.simulator.dlms_events`, the image transfer (firmware upgrade)
-:mod:`openami.simulator.dlms_image`; the meter only routes their attributes and methods.
+:mod:`openami.simulator.dlms_image`, the load limiter, push setup, activity calendar and security setup
+(key transfer) :mod:`openami.simulator.dlms_config_objects`; the meter only routes their attributes and
+methods.
 
 Values are what the model gives, in Wh (scaler 0): registers are the model's cumulative counts, the
 profile's 1-0:1.7.0 column is the average power of the quarter hour ending at the row's time, and
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Final
@@ -66,6 +68,12 @@ from openami.protocols.dlms.xdlms import (
     encode_xdlms,
 )
 from openami.simulator.consumption import EPOCH_START, INTERVAL_S, ConsumptionModel
+from openami.simulator.dlms_config_objects import (
+    KEY_AUTHENTICATION,
+    KEY_MASTER,
+    KEY_UNICAST,
+    ConfigObjects,
+)
 from openami.simulator.dlms_events import EventLogs
 from openami.simulator.dlms_image import IMAGE_CLASS, IMAGE_TRANSFER, ImageTransfer, block_size_for
 
@@ -127,17 +135,19 @@ _Getter = Callable[[SelectiveAccess | None], GetResult]
 
 @dataclass(frozen=True, slots=True)
 class MeterKeys:
-    """A meter's secrets: the LLS password of client 1 and the global unicast keys (suite 0)."""
+    """A meter's secrets: the LLS password of client 1, the global unicast keys (suite 0) and the master
+    key (KEK) that new keys come wrapped in (None: the meter takes no key transfer)."""
 
     password: bytes
     encryption_key: bytes
     authentication_key: bytes
+    master_key: bytes | None = None
 
     @classmethod
     def demo(cls, serial: str) -> MeterKeys:
         """Keys derived from the serial, so a demo HES can compute them. Public: never use outside demos."""
         digest = hashlib.sha512(b"openami-dlms-demo:" + serial.encode()).digest()
-        return cls(digest[:8].hex().encode(), digest[16:32], digest[32:48])
+        return cls(digest[:8].hex().encode(), digest[16:32], digest[32:48], digest[48:64])
 
 
 def _floor(ts: datetime) -> datetime:
@@ -200,6 +210,7 @@ class SimulatedMeter:
         self._now = now
         self.events = EventLogs(seed, self.clock)
         self.image = ImageTransfer(block_size_for(max_pdu))
+        self.config = ConfigObjects(self.clock, keys.master_key, self._install_key)
         # One counter for every association of this meter: a (key, title, IC) triple is never reused.
         self.invocation_counter: Iterator[int] = count(1)
         # strict_counters: remember clients' invocation counters across associations, as a real meter
@@ -233,6 +244,15 @@ class SimulatedMeter:
     def clock(self) -> datetime:
         """The meter's own time (UTC)."""
         return self._now() + self.clock_offset
+
+    def _install_key(self, key_id: int, key: bytes) -> None:
+        """A key transferred by the security setup: associations opened from now on use it."""
+        if key_id == KEY_UNICAST:
+            self.keys = replace(self.keys, encryption_key=key)
+        elif key_id == KEY_AUTHENTICATION:
+            self.keys = replace(self.keys, authentication_key=key)
+        elif key_id == KEY_MASTER:
+            self.keys = replace(self.keys, master_key=key)
 
     def import_register(self, ts: datetime) -> int:
         """+A in Wh at ``ts``: the register at the last boundary plus the running quarter hour pro rata."""
@@ -291,14 +311,18 @@ class SimulatedMeter:
             found = self.events.get(attribute, access)
             if found is None:
                 found = self.image.get(attribute)
+            if found is None:
+                found = self.config.get(attribute)
             return DataAccessResult.OBJECT_UNDEFINED if found is None else found
         return getter(access)
 
     def set(self, attribute: CosemAttribute, value: Data) -> DataAccessResult:
-        """The clock time (moves this meter's clock offset, logged as events 4 and 5) and
-        image_transfer_enabled are writable."""
+        """The clock time (moves this meter's clock offset, logged as events 4 and 5),
+        image_transfer_enabled and the configuration objects' settings are writable."""
         if (attribute.class_id, attribute.obis) == (IMAGE_CLASS, IMAGE_TRANSFER):
             return self.image.set(attribute.attribute, value)
+        if self.config.owns(attribute.class_id, attribute.obis):
+            return self.config.set(attribute, value)
         if (attribute.class_id, attribute.obis, attribute.attribute) != (_CLOCK, CLOCK, 2):
             known = self.events.owns(attribute) or self.image.owns(attribute)
             if known or (attribute.class_id, attribute.obis, attribute.attribute) in self._getters:
@@ -314,10 +338,12 @@ class SimulatedMeter:
 
     def action(self, request: ActionRequestNormal) -> ActionResult:
         """remote_disconnect (1) and remote_reconnect (2) of the disconnect control (a change of state is
-        logged), and the image transfer methods."""
+        logged), the image transfer methods and those of the configuration objects."""
         method = request.method
         if (method.class_id, method.obis) == (IMAGE_CLASS, IMAGE_TRANSFER):
             return self.image.action(method.method, request.parameters)
+        if self.config.owns(method.class_id, method.obis):
+            return self.config.action(method.class_id, method.method, request.parameters)
         if (method.class_id, method.obis) != (_DISCONNECT, DISCONNECT_CONTROL):
             return ActionResult.OBJECT_UNDEFINED
         if method.method not in (_REMOTE_DISCONNECT, _REMOTE_RECONNECT):

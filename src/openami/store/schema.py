@@ -501,12 +501,12 @@ device_key = Table(
     _tenant(),
     Column("meter_id", Id, ForeignKey("meter.id", ondelete="SET NULL"), index=True),
     Column("system_title", String(16), nullable=False),  # 8 bytes as hex: how push listeners find a row
-    Column("kind", String(8), nullable=False),  # ek | ak | lls | hls
+    Column("kind", String(8), nullable=False),  # ek | ak | lls | hls | kek (master key, wraps new keys)
     Column("ciphertext", LargeBinary, nullable=False),  # nonce || AES-GCM ciphertext || tag, never the key
     Column("key_version", Integer, nullable=False, server_default="1"),
     _created(),
     UniqueConstraint("system_title", "kind", name="uq_device_key_system_title_kind"),
-    CheckConstraint("kind IN ('ek','ak','lls','hls')", name="kind_known"),
+    CheckConstraint("kind IN ('ek','ak','lls','hls','kek')", name="kind_known"),
 )
 
 gateway_link = Table(

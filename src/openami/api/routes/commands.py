@@ -1,5 +1,10 @@
 """Remote commands (``commands:write`` to send, ``commands:read`` to look): disconnect, connect
-(reconnect), time sync; their safety rules and the approval of bulk ones.
+(reconnect), time sync, configuration (load limit, push setup, tariff calendar) and key rotation; their
+safety rules and the approval of bulk ones.
+
+Configuration commands and key rotation take ``params`` (:data:`PARAMS_DOC`), checked by
+:func:`openami.hes.config_commands.command_params` before anything is recorded: a bad one is a 422
+problem naming the field.
 
 ``POST /meters/{id}/commands`` sends the command and answers when the meter has confirmed it (or
 failed to): 201 with the command's record, whose ``state`` is ``succeeded`` or ``failed``. A failed
@@ -9,6 +14,7 @@ Every command is in the audit log under the caller's name.
 
 ``POST /command-jobs`` queues a command for one or many meters as jobs (202): the pollers carry them
 out (docs/operations/commands.md). A disconnect of more meters than ``hes_bulk_approval_threshold``
+(or key rotation, or load limit: ``command_jobs.APPROVAL_KINDS``)
 is refused there (403) and goes through ``POST /command-requests`` instead, which a *second* user
 approves (``POST /command-requests/{id}/approve``; the requester approving is 403) or rejects.
 Approving takes ``commands:write`` like asking: the four-eyes rule is that the two are different people.
@@ -40,7 +46,25 @@ Sender = Annotated[Principal, Depends(require("commands:write"))]
 Reader = Annotated[Principal, Depends(require("commands:read"))]
 
 
-Kind = Literal["disconnect", "connect", "reconnect", "time_sync"]
+Kind = Literal[
+    "disconnect",
+    "connect",
+    "reconnect",
+    "time_sync",
+    "load_limit",
+    "push_setup",
+    "tariff_calendar",
+    "key_rotation",
+]
+PARAMS_DOC = (
+    "The command's parameters: none for relay and clock commands; load_limit "
+    '{"threshold": W, "normal": W}; push_setup {"destination": "host:port", "transport": "tcp"|"udp", '
+    '"message": "a-xdr"|"xml"}; tariff_calendar {"name", "seasons": [{"name", "start": "MM-DD", "week"}], '
+    '"weeks": [{"name", "days": [7 day ids, Monday first]}], "days": [{"id", "switches": [{"time": '
+    '"HH:MM", "script": N}]}], "activate_at": ISO-8601 or null}; key_rotation {"key": '
+    '"encryption"|"authentication"}.'
+)
+Params = Annotated[dict[str, Any], Field(default_factory=dict, description=PARAMS_DOC)]
 MeterIds = Annotated[
     list[Annotated[int, Field(ge=1)]], Field(min_length=1, max_length=command_jobs.MAX_METERS)
 ]
@@ -50,6 +74,7 @@ class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Kind
     force_calendar: bool = Field(False, description="Disconnect inside a no-disconnect period (audited).")
+    params: Params
 
 
 class CommandOut(BaseModel):
@@ -86,6 +111,7 @@ async def send_command(context: Context, principal: Sender, item_id: ItemId, bod
         actor=principal.actor,
         user_id=principal.user_id,
         force_calendar=body.force_calendar,
+        params=body.params,
     )
     return CommandOut.model_validate(record, from_attributes=True)
 
@@ -141,6 +167,7 @@ class CommandJobsIn(BaseModel):
     kind: Kind
     meter_ids: MeterIds
     force_calendar: bool = False
+    params: Params
 
 
 def _submission(submission: command_jobs.Submission) -> SubmissionOut:
@@ -166,6 +193,7 @@ def submit_command_jobs(context: Context, principal: Sender, body: CommandJobsIn
         force_calendar=body.force_calendar,
         threshold=context.settings.hes_bulk_approval_threshold,
         audit=context.audit,
+        params=body.params,
     )
     return _submission(submission)
 
@@ -176,6 +204,7 @@ class CommandRequestIn(BaseModel):
     meter_ids: MeterIds
     reason: str = Field("", max_length=1000)
     force_calendar: bool = False
+    params: Params
 
 
 class DecisionIn(BaseModel):
@@ -228,6 +257,7 @@ def create_command_request(context: Context, principal: Sender, body: CommandReq
         reason=body.reason,
         force_calendar=body.force_calendar,
         audit=context.audit,
+        params=body.params,
     )
     return _request_out(created)
 
