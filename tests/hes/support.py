@@ -14,14 +14,16 @@ from openami.hes.rejected import RejectedMessage
 
 
 def platform_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """A platform on embedded defaults for tests: SQLite in ``tmp_path``, free ports, no polling (tests run
-    collection rounds themselves), quick ingest flushes; ``overrides`` on top."""
+    """A platform on embedded defaults for tests: SQLite in ``tmp_path``, free ports, no polling and no
+    job scheduler (tests run collection rounds and jobs themselves), quick ingest flushes; ``overrides``
+    on top."""
     base: dict[str, Any] = {
         "data_dir": tmp_path,
         "database_url": f"sqlite:///{tmp_path / 'hes.sqlite3'}",
         "mqtt_embedded_port": 0,
         "dlms_push_port": 0,
         "poll_interval_s": 0,
+        "hes_jobs": False,
         "ingest_flush_ms": 20,
     }
     return Settings(**{**base, **overrides})
