@@ -143,3 +143,18 @@ async def test_a_meter_that_never_answers_fails_after_its_attempts_and_others_co
     assert (ok_state, ok_attempts) == ("done", 1)
     assert (dead_state, dead_attempts) == ("failed", 3)
     assert error
+
+
+async def test_a_foreign_or_damaged_dispatch_is_dropped_and_the_next_one_still_runs(
+    process: WorkerProcess,
+) -> None:
+    from openami.hes.dispatch import dispatch_subject
+
+    for junk in (b"", b"not json", b'{"lane": 3}', b'{"lane": 9, "ids": [1]}', b'{"lane": 3, "ids": ["x"]}'):
+        await process.bus.publish(dispatch_subject(Lane.SCHEDULED), junk)
+    simulated = {1: SimulatedModbusMeter(SDM630, {"1-0:1.8.0": lambda: 7.0})}
+    async with ModbusSimulator("127.0.0.1", 0, simulated) as gateway:
+        ids = _register(process.engine, gateway.port, [1])
+        _queue_reads(process.engine, ids)
+        await until(lambda: [s for s, *_ in _jobs(process.engine)] == ["done"], 30)
+    assert process.worker is not None and process.worker.totals.done == 1

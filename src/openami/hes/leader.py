@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import IO, Final
 
@@ -108,7 +107,6 @@ class LeaderLock:
         except BlockingIOError:
             handle.close()
             return False
-        os.set_inheritable(handle.fileno(), False)
         self._file = handle
         log.info("this process is now the scheduler leader (%s)", path)
         return True
