@@ -114,9 +114,12 @@ def test_a_poller_killed_mid_run_loses_no_read_and_runs_none_twice(
         for found in re.finditer(r"job (\d+) done by (p\d)#", text):
             completions.setdefault(int(found[1]), []).append(found[2])
             assert found[2] == name
-    assert sorted(completions) == sorted(job_id for job_id, _, _ in rows)
+    # SIGKILL can land between the killed poller's settling commit and its log lines: such jobs have no
+    # line, but their rows name p2 as the one claim that settled them (a settlement checks the claim).
+    unlogged = {job_id: worker for job_id, _, worker in rows if job_id not in completions}
+    assert {worker.partition("#")[0] for worker in unlogged.values()} <= {"p2"}, "a read was never settled"
     assert all(len(by) == 1 for by in completions.values()), "a read completed twice"
-    assert all(completions[job_id] != ["p2"] for job_id in held), "a killed poller finished a job"
+    assert all(completions.get(job_id) != ["p2"] for job_id in held), "a killed poller finished a job"
     assert {worker.partition("#")[0] for job_id, _, worker in rows if job_id in held} <= {"p1", "p3"}
 
 
