@@ -7,6 +7,13 @@ Layout on the server:
   a publish or subscribe on another token creates its stream on first use. Streams use file storage,
   limits retention (``max_age_s``) and a 2-minute duplicate window, so a ``msg_id`` travels as
   ``Nats-Msg-Id`` and a retried publish is stored once.
+* The streams of :data:`WORK_QUEUE_TOKENS` (``jobs``) are work queues instead: a message is removed
+  once a consumer acknowledges it, and the server refuses a second consumer whose filter overlaps
+  another's (each lane's pollers share one durable: ``openami.hes.job_worker``), so a dispatch is
+  taken by one group only and never replayed to a late durable. A ``jobs`` stream left from an older
+  version with limits retention is deleted and created again, because NATS cannot change a stream's
+  retention in place; that loses only dispatches, which the scheduler sends again once they are
+  stale (``hes_dispatch_stale_s``: the job rows, not the bus, are the truth).
 * One durable pull consumer per (stream, durable name) with explicit ack, ``DeliverPolicy.ALL`` (a durable
   created later still receives what was published before) and ``max_deliver``. Every subscription runs a
   fetch loop that pulls at most as many messages as it has free ``max_in_flight`` slots.
@@ -48,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 STREAM_TOKENS = ("readings", "events", "commands", "jobs")
 """Top-level subject tokens whose streams are created at start (others are created on first use)."""
+WORK_QUEUE_TOKENS = frozenset({"jobs"})
+"""Tokens whose streams have work-queue retention: what one consumer acknowledged is gone."""
 
 DUPLICATE_WINDOW_S = 120.0
 ACK_WAIT_MARGIN_S = 2.0
@@ -365,7 +374,7 @@ class NatsBus:
             name=name,
             subjects=[self._wire(f"{token}.>")],
             storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
+            retention=RetentionPolicy.WORK_QUEUE if token in WORK_QUEUE_TOKENS else RetentionPolicy.LIMITS,
             max_age=self.max_age_s,
             duplicate_window=DUPLICATE_WINDOW_S,
         )
@@ -378,9 +387,31 @@ class NatsBus:
                 except nats.js.errors.BadRequestError as exc:
                     if exc.err_code != _STREAM_CONFIG_CONFLICT:
                         raise
-                    await js.update_stream(config)
+                    await self._update_stream(js, config)
             self._streams.add(name)
         return name
+
+    @staticmethod
+    async def _update_stream(js: JetStreamContext, config: StreamConfig) -> None:
+        """Bring an existing stream to ``config``; one whose retention differs is created again."""
+        info = await js.stream_info(config.name or "")
+        if info.config.retention == config.retention:
+            await js.update_stream(config)
+            return
+        if config.retention is not RetentionPolicy.WORK_QUEUE:
+            raise BusError(
+                f"stream {config.name} has {info.config.retention} retention, not {config.retention}: "
+                "it holds data, so it is left alone; delete it or use another stream prefix"
+            )
+        logger.warning(
+            "stream %s has %s retention, not %s: deleting and creating it again (%d messages dropped)",
+            config.name,
+            info.config.retention,
+            config.retention,
+            info.state.messages,
+        )
+        await js.delete_stream(config.name or "")
+        await js.add_stream(config)
 
     async def publish(
         self,
