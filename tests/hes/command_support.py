@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select, update
@@ -21,7 +20,6 @@ from openami.security.bootstrap import create_tenant_with_admin, ensure_user
 from openami.simulator.dlms_server import DlmsSimulator, build_meters
 from openami.store.schema import comm_device, meter
 from tests.hes.dlms_support import register_dlms_meters
-from tests.hes.support import platform_settings
 
 CLIENT_TITLE = b"OPENAMIT"
 START = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)  # a Wednesday
@@ -85,17 +83,6 @@ class Rig:
             conn.execute(
                 update(comm_device).where(comm_device.c.id == device).values(address="tcp://127.0.0.1:1")
             )
-
-
-@pytest.fixture
-async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
-    """The platform without its own scheduler and poller: the tests run the jobs, on their clock."""
-    running = Platform.build(platform_settings(tmp_path, hes_jobs=False))
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""A platform on embedded defaults for head-end tests: SQLite, in-process bus, free ports, no polling
-(tests run collection rounds themselves)."""
+"""A platform on embedded defaults for head-end tests: SQLite, in-process bus, free ports, no polling and
+no scheduler of its own (tests run collection rounds and jobs themselves, on their clock)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,7 @@ from tests.hes.support import platform_settings
 
 @pytest.fixture
 async def platform(tmp_path: Path) -> AsyncIterator[Platform]:
-    settings = platform_settings(
-        tmp_path,
-    )
-    running = Platform.build(settings)
+    running = Platform.build(platform_settings(tmp_path))
     await running.start()
     try:
         yield running

@@ -17,9 +17,9 @@ from openami.simulator.dlms_image import INITIAL_FIRMWARE
 from openami.simulator.dlms_server import DlmsSimulator
 from openami.store.errors import Conflict
 from openami.store.schema import audit_log, job
-from tests.hes.command_support import Clock, Rig, clock, make_rig, platform, simulator
+from tests.hes.command_support import Clock, Rig, clock, make_rig, simulator
 
-__all__ = ["clock", "platform", "simulator"]  # fixtures
+__all__ = ["clock", "simulator"]  # fixtures
 
 pytestmark = pytest.mark.timeout(60)
 

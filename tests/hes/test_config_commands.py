@@ -40,9 +40,9 @@ from openami.simulator.dlms_config_objects import (
 from openami.simulator.dlms_meter import DEVICE_NAME, SimulatedMeter
 from openami.simulator.dlms_server import DlmsSimulator
 from openami.store.schema import audit_log, command, device_key
-from tests.hes.command_support import CLIENT_TITLE, Clock, Rig, clock, make_rig, platform, simulator
+from tests.hes.command_support import CLIENT_TITLE, Clock, Rig, clock, make_rig, simulator
 
-__all__ = ["clock", "platform", "simulator"]  # fixtures
+__all__ = ["clock", "simulator"]  # fixtures
 
 pytestmark = pytest.mark.timeout(60)
 
