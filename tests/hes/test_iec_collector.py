@@ -83,6 +83,11 @@ def _register(platform: Platform, rows: list[tuple[str, str]]) -> None:
             )
 
 
+def _meter_ids(platform: Platform) -> dict[str, int]:
+    with platform.engine.connect() as conn:
+        return {row.serial: row.id for row in conn.execute(select(meter.c.serial, meter.c.id))}
+
+
 def _stored(platform: Platform) -> dict[str, tuple[float, str, datetime]]:
     with platform.engine.connect() as conn:
         rows = conn.execute(
@@ -128,6 +133,12 @@ async def test_iec_meters_are_read_into_the_store(platform: Platform, free_port:
         assert list(reasons) == ["NO-PORT", "BAD-BAUD", "BAD-DEVICE", "NO-DEVICE"]
         assert "baud must be one of" in reasons["BAD-BAUD"] and "each needs ?address=" in reasons["NO-DEVICE"]
         assert targets[1].switch and targets[1].max_baudrate == 4800 and targets[1].line_baudrate == 300
+        # A job's batch loads only its own meters, and still sees the line a device-less one shares.
+        ids = _meter_ids(platform)
+        batch, batch_skipped = load_iec_targets(platform.engine, [ids["11111111"], ids["71234567"]])
+        assert ([t.serial for t in batch], batch_skipped) == (["11111111", "71234567"], [])
+        batch, batch_skipped = load_iec_targets(platform.engine, [ids["NO-DEVICE"], ids["71234567"]])
+        assert [t.serial for t in batch] == ["71234567"] and [s for s, _ in batch_skipped] == ["NO-DEVICE"]
 
         collector = IecCollector(
             platform.engine, platform.bus, timeout_s=0.5, readout_s=5, now=lambda: READ_AT

@@ -145,15 +145,23 @@ def target_from_row(row: MeterRow) -> IecTarget:
     return IecTarget(row.tenant, row.serial, host, port, device, baud, switch)
 
 
-def load_iec_targets(engine: Engine) -> tuple[list[IecTarget], list[tuple[str, str]]]:
-    """The IEC 62056-21 meters to read, and (serial, reason) for those that cannot be. Blocking.
+def load_iec_targets(
+    engine: Engine, meter_ids: list[int] | None = None
+) -> tuple[list[IecTarget], list[tuple[str, str]]]:
+    """The IEC 62056-21 meters to read (all, or only ``meter_ids``), and (serial, reason) for those
+    that cannot be. Blocking.
 
     Besides addresses that do not parse, a meter without a device address on a converter it shares
     with other meters is skipped: its sign-on ``/?!`` would be answered by every meter on the line.
+    Telling that needs every meter on record, so a batch of ``meter_ids`` loads them all only when one
+    of its own lacks a device address (meters with one are read whatever else hangs on the line).
     """
-    targets, skipped = load_targets(engine, IEC_PROTOCOL, target_from_row)
+    targets, skipped = load_targets(engine, IEC_PROTOCOL, target_from_row, meter_ids=meter_ids)
+    everyone = targets
+    if meter_ids is not None and any(not target.address for target in targets):
+        everyone, _ = load_targets(engine, IEC_PROTOCOL, target_from_row)
     sharing: dict[tuple[str, int], int] = defaultdict(int)
-    for target in targets:
+    for target in everyone:
         sharing[target.host, target.port] += 1
     kept = []
     for target in targets:

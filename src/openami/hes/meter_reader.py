@@ -116,7 +116,7 @@ class MeterReader:
             DLMS_PROTOCOL: (self._load_dlms, collectors.dlms.collect),
             MODBUS_PROTOCOL: (lambda ids: load_modbus_targets(engine, ids), collectors.modbus.collect),
             MBUS_PROTOCOL: (lambda ids: load_mbus_targets(engine, ids), collectors.mbus.collect),
-            IEC_PROTOCOL: (lambda _ids: load_iec_targets(engine), collectors.iec.collect),
+            IEC_PROTOCOL: (lambda ids: load_iec_targets(engine, ids), collectors.iec.collect),
             DSMR_PROTOCOL: (lambda ids: load_p1_targets(engine, ids), collectors.p1.collect),
             SML_PROTOCOL: (lambda ids: load_p1_targets(engine, ids), collectors.p1.collect),
         }
