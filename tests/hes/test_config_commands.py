@@ -20,12 +20,15 @@ from typer.testing import CliRunner
 from openami.app import Platform
 from openami.cli import app
 from openami.drivers.dlms.errors import DlmsDriverError
-from openami.hes import command_jobs
+from openami.hes import command_jobs, job_store
 from openami.hes.command_jobs import ApprovalRequired
 from openami.hes.commands import CommandService
 from openami.hes.config_commands import command_params
 from openami.hes.dlms_session import DlmsSessions
 from openami.hes.dlms_targets import DlmsTarget, load_targets
+from openami.hes.job_store import NewJob
+from openami.hes.jobstate import State
+from openami.hes.meter_reader import READ_KIND, MeterReader, PullCollectors
 from openami.protocols.dlms.association import ServerAssociation
 from openami.protocols.dlms.axdr import Data
 from openami.protocols.dlms.xdlms import ActionRequestNormal, ActionResult, CosemAttribute
@@ -236,10 +239,9 @@ async def test_a_rotated_key_opens_the_next_session_and_the_old_one_no_longer_do
     assert all(params["wrapped"] not in json.dumps(row.detail) for row in audited)
 
 
-async def test_a_failed_confirmation_keeps_the_meter_reachable_and_the_next_attempt_adopts_the_key(
-    rig: Rig,
-) -> None:
-    sim = rig.simulator.meters[2]
+def _lose_the_next_confirmation(sim: SimulatedMeter) -> None:
+    """The association right after the meter takes a key transfer fails (as if the link dropped), so
+    the head-end cannot confirm the new key; later associations work."""
     real_association = sim.server_association
     spoil: list[bool] = []
     real_action = sim.action
@@ -247,7 +249,7 @@ async def test_a_failed_confirmation_keeps_the_meter_reachable_and_the_next_atte
     def action(request: ActionRequestNormal) -> ActionResult:
         result = real_action(request)
         if request.method.class_id == SECURITY_SETUP_CLASS:
-            spoil.append(True)  # the next association fails: the confirmation is lost
+            spoil.append(True)
         return result
 
     def association(client_sap: int, *, short_names: bool = False) -> ServerAssociation:
@@ -263,6 +265,13 @@ async def test_a_failed_confirmation_keeps_the_meter_reachable_and_the_next_atte
 
     sim.action = action  # type: ignore[method-assign]
     sim.server_association = association  # type: ignore[method-assign]
+
+
+async def test_a_failed_confirmation_keeps_the_meter_reachable_and_the_next_attempt_adopts_the_key(
+    rig: Rig,
+) -> None:
+    sim = rig.simulator.meters[2]
+    _lose_the_next_confirmation(sim)
     service = _service(rig)
     record = await service.run(
         rig.tenant_id, rig.meters[sim.serial], "key_rotation", actor="t", params={"key": "authentication"}
@@ -278,6 +287,41 @@ async def test_a_failed_confirmation_keeps_the_meter_reachable_and_the_next_atte
     assert again.result == {"key": "authentication", "verified": True}
     assert transfers() == 0
     assert await _read_name(await _target(rig, sim)) == sim.serial.encode()
+
+
+async def test_a_read_refused_after_a_lost_confirmation_finds_the_pending_key_and_keeps_it(rig: Rig) -> None:
+    sim = rig.simulator.meters[1]
+    meter_id = rig.meters[sim.serial]
+    _lose_the_next_confirmation(sim)
+    service = _service(rig)
+    record = await service.run(
+        rig.tenant_id, meter_id, "key_rotation", actor="t", params={"key": "encryption"}
+    )
+    assert record.state == "failed" and record.result is not None and record.result["pending"] is True
+    vault = rig.platform.vault
+    assert vault is not None
+    collectors = PullCollectors.build(rig.platform.settings, rig.engine, rig.platform.bus, vault)
+    job_store.plan(rig.engine, [NewJob(rig.tenant_id, READ_KIND, "meter", meter_id)], state=State.QUEUED)
+    [queued] = job_store.queued(rig.engine, rig.clock.now + timedelta(hours=1))
+
+    without = await MeterReader(rig.engine, collectors, vault).run([queued])
+    assert not without[queued.id].ok and str(without[queued.id].error).startswith("DlmsAuthFailed")
+
+    results = await MeterReader(rig.engine, collectors, vault, service).run([queued])
+    assert results[queued.id].ok, results[queued.id]
+    assert results[queued.id].detail["readings"] > 0
+    kept = service.get(rig.tenant_id, record.id)
+    assert kept.state == "succeeded"
+    assert kept.result == {"key": "encryption", "verified": True, "found_by": "read"}
+    secrets = (await _target(rig, sim)).secrets
+    assert secrets is not None and secrets.encryption_key == sim.keys.encryption_key
+    with rig.engine.connect() as conn:
+        audited = select(audit_log.c.action).where(audit_log.c.action.like("command.key%"))
+        actions = conn.scalars(audited.order_by(audit_log.c.id)).all()
+    assert actions[-1] == "command.key_rotation.succeeded"
+    # A meter refusing its keys with no pending rotation is simply a failed read.
+    other = rig.meters[rig.simulator.meters[3].serial]
+    assert await service.adopt_pending_key(rig.tenant_id, other, actor="t") is None
 
 
 async def test_a_pending_key_the_meter_never_took_is_sent_again_over_the_old_key(rig: Rig) -> None:

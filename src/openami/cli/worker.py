@@ -117,7 +117,7 @@ async def _read_here(settings: Any, engine: Any, job_id: int) -> None:
     from openami.hes import job_store
     from openami.hes.job_worker import JobWorker
     from openami.hes.meter_reader import MeterReader, PullCollectors
-    from openami.hes.roles import worker_options
+    from openami.hes.roles import command_service, worker_options
     from openami.mdm.ingest import IngestService
     from openami.observability.metrics import Metrics
     from openami.security.keyvault import KeyVault, load_master_key
@@ -129,9 +129,9 @@ async def _read_here(settings: Any, engine: Any, job_id: int) -> None:
     try:
         vault = KeyVault(engine, load_master_key(settings))
         options = worker_options(settings)
-        runner = JobWorker(
-            engine, bus, [MeterReader(engine, PullCollectors.build(settings, engine, bus, vault), vault)]
-        )
+        collectors = PullCollectors.build(settings, engine, bus, vault)
+        reader = MeterReader(engine, collectors, vault, command_service(settings, engine, vault))
+        runner = JobWorker(engine, bus, [reader])
         claimed = job_store.claim_group(
             engine, [job_id], f"{runner.name}#cli", datetime.now(UTC), options.lease
         )

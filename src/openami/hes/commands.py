@@ -32,7 +32,8 @@ the meter may be refused meanwhile, but nothing is lost: every later attempt of 
 retries, or :meth:`CommandService.execute` again) first tries the pending key and, if the meter
 answers to it, stores it (``"verified": true``) without sending anything; if it does not, the old key
 still opens a session and the same pending key is sent again. A meter that answers to neither fails
-the attempt and the pending key stays recorded for the next one.
+the attempt and the pending key stays recorded for the next one. Once the last attempt has failed, a
+read the meter refuses tries the pending key too (:meth:`CommandService.adopt_pending_key`).
 """
 
 from __future__ import annotations
@@ -349,9 +350,7 @@ class CommandService:
                 new_key = aes_key_unwrap(kek, wrapped)
             except InvalidUnwrap:
                 raise CommandFailed("the pending key does not unwrap with the vault's master key") from None
-            with_new = self._with_key(target, vault_kind, new_key)
-            if await self._session_error(with_new) is None:
-                await self._adopt(with_new, vault_kind, new_key)
+            if await self._adopt_if_answered(target, vault_kind, new_key):
                 return {"key": params["key"], "verified": True}
         else:
             new_key = os.urandom(_KEY_BYTES)
@@ -368,6 +367,55 @@ class CommandService:
             )
         await self._adopt(with_new, vault_kind, new_key)
         return {"key": params["key"], "confirmed": True}
+
+    async def adopt_pending_key(self, tenant_id: int, meter_id: int, *, actor: str) -> CommandRecord | None:
+        """Keep the pending key of the meter's last key rotation if the meter answers to it: that command's
+        record, now ``succeeded`` (``"verified": true``); None when there is no such rotation or the meter
+        does not answer to its key either.
+
+        A rotation whose confirmation was lost on its last attempt ends ``failed`` with the key pending
+        (module docstring), and the meter may well have taken it: reads with the vault's old key are
+        then refused until someone retries the command. Reads call this when a meter refuses their
+        keys (:class:`openami.hes.meter_reader.MeterReader`), so the head-end finds its way back by
+        itself. Nothing is sent to the meter but an association and one read."""
+        row = await asyncio.to_thread(self._pending_rotation, tenant_id, meter_id)
+        if row is None:
+            return None
+        try:
+            target = await self._reachable(tenant_id, meter_id)
+            kek = await self._master_key(target)
+            new_key = aes_key_unwrap(kek, bytes.fromhex(row.params["wrapped"]))
+        except (InvalidInput, InvalidUnwrap, ValueError):
+            return None
+        vault_kind, _ = ROTATED_KEYS[row.params["key"]]
+        if not await self._adopt_if_answered(target, vault_kind, new_key):
+            return None
+        detail = {"key": row.params["key"], "verified": True, "found_by": "read"}
+        return await asyncio.to_thread(
+            self._finish, tenant_id, row.id, KEY_ROTATION, "succeeded", detail, actor
+        )
+
+    def _pending_rotation(self, tenant_id: int, meter_id: int) -> Any:
+        """The meter's latest key rotation if it failed with its key pending, else None."""
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(command)
+                .where(command.c.tenant_id == tenant_id, command.c.meter_id == meter_id)
+                .where(command.c.kind == KEY_ROTATION)
+                .order_by(command.c.id.desc())
+                .limit(1)
+            ).one_or_none()
+        if row is None or row.state != "failed" or (row.result or {}).get("pending") is not True:
+            return None
+        return row if "wrapped" in (row.params or {}) else None
+
+    async def _adopt_if_answered(self, target: DlmsTarget, vault_kind: KeyKind, key: bytes) -> bool:
+        """Keep ``key`` in the vault if the meter opens a session with it (and say whether it did)."""
+        with_key = self._with_key(target, vault_kind, key)
+        if await self._session_error(with_key) is not None:
+            return False
+        await self._adopt(with_key, vault_kind, key)
+        return True
 
     @staticmethod
     def _with_key(target: DlmsTarget, vault_kind: KeyKind, key: bytes) -> DlmsTarget:

@@ -11,11 +11,17 @@ worth another attempt.
 
 A catch-up job (``params["since"]``) re-reads a DLMS meter's load profile from that time; the store
 keeps the first copy of every interval, so re-reading what is already there costs nothing but time.
+
+A DLMS meter that refuses the vault's keys may have taken a rotated key whose confirmation was lost
+(:meth:`openami.hes.commands.CommandService.adopt_pending_key`): when the reader has the command
+service, it tries that pending key, and if the meter answers to it the key is kept and the meter read
+again at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from sqlalchemy import Engine, select
 
 from openami.bus.base import Publisher
 from openami.config import Settings
+from openami.hes.commands import CommandService
 from openami.hes.dlms_collector import CollectorOptions, DlmsCollector
 from openami.hes.dlms_targets import DLMS_PROTOCOL, DlmsTarget
 from openami.hes.dlms_targets import load_targets as load_dlms_targets
@@ -42,7 +49,11 @@ from openami.store.schema import meter, tenant
 
 __all__ = ["READ_KIND", "MeterReader", "PullCollectors"]
 
+log = logging.getLogger(__name__)
+
 READ_KIND: Final = "read"
+_KEY_REFUSALS: Final = ("DlmsAuthFailed",)
+"""How a DLMS outcome's error starts when the meter refused the session's keys."""
 
 
 class _Target(Protocol):
@@ -108,10 +119,17 @@ class MeterReader:
 
     kinds: frozenset[str] = frozenset({READ_KIND})
 
-    def __init__(self, engine: Engine, collectors: PullCollectors, vault: KeyVault) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        collectors: PullCollectors,
+        vault: KeyVault,
+        commands: CommandService | None = None,
+    ) -> None:
         self._engine = engine
         self._collectors = collectors
         self._vault = vault
+        self._commands = commands
         self._protocols: dict[str, tuple[Loader, Callable[[Sequence[Any]], Awaitable[RoundReport]]]] = {
             DLMS_PROTOCOL: (self._load_dlms, collectors.dlms.collect),
             MODBUS_PROTOCOL: (lambda ids: load_modbus_targets(engine, ids), collectors.modbus.collect),
@@ -167,6 +185,8 @@ class MeterReader:
             outcomes = [await self._catch_up(t, jobs[t.serial]) for t in mine if isinstance(t, DlmsTarget)]
         else:
             outcomes = (await collect(mine)).outcomes if mine else []
+        if protocol == DLMS_PROTOCOL:
+            outcomes = await self._again_with_pending_keys(mine, outcomes, jobs)
         results = {jobs[o.serial].id: _result(o) for o in outcomes if o.serial in jobs}
         refused = dict(skipped)
         for serial, item in jobs.items():
@@ -174,6 +194,36 @@ class MeterReader:
                 reason = refused.get(serial, "the meter cannot be read")
                 results[item.id] = JobResult(False, "unreadable", reason, retry=False)
         return results
+
+    async def _again_with_pending_keys(
+        self, targets: Sequence[Any], outcomes: list[MeterOutcome], jobs: dict[str, Job]
+    ) -> list[MeterOutcome]:
+        """``outcomes``, where each meter that refused our keys and answered to a pending rotated key is
+        read again with it (module docstring)."""
+        if self._commands is None:
+            return outcomes
+        by_serial = {t.serial: t for t in targets if isinstance(t, DlmsTarget)}
+        result = []
+        for outcome in outcomes:
+            target = by_serial.get(outcome.serial)
+            if not outcome.ok and target is not None and (outcome.error or "").startswith(_KEY_REFUSALS):
+                adopted = await self._commands.adopt_pending_key(
+                    target.tenant_id, target.meter_id, actor=f"job:{jobs[outcome.serial].id}"
+                )
+                if adopted is not None:
+                    log.info("meter %s answers to its pending rotated key, now kept", target.serial)
+                    outcome = await self._reread(target, jobs[outcome.serial])
+            result.append(outcome)
+        return result
+
+    async def _reread(self, target: DlmsTarget, item: Job) -> MeterOutcome:
+        fresh, _ = await asyncio.to_thread(self._load_dlms, [target.meter_id])
+        if not fresh:
+            return MeterOutcome(target.serial, error="the meter cannot be read after its key changed")
+        if "since" in item.params:
+            return await self._catch_up(fresh[0], item)
+        [outcome] = (await self._collectors.dlms.collect([fresh[0]])).outcomes
+        return outcome
 
     async def _catch_up(self, target: DlmsTarget, item: Job) -> MeterOutcome:
         since = datetime.fromisoformat(str(item.params["since"]))

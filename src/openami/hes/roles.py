@@ -187,10 +187,8 @@ def job_worker(
 ) -> JobWorker:
     """A poller: reads and commands (``commands``: the process's command service, else one of its own),
     throttled by the path limits of the settings."""
-    executors: list[Executor] = [
-        MeterReader(engine, pull, vault),
-        CommandExecutor(engine, commands or command_service(settings, engine, vault)),
-    ]
+    service = commands or command_service(settings, engine, vault)
+    executors: list[Executor] = [MeterReader(engine, pull, vault, service), CommandExecutor(engine, service)]
     limits = {str(kind): n for kind, n in settings.hes_path_limits.items()}
     rates = {str(kind): r for kind, r in settings.hes_path_rates.items()}
     return JobWorker(
