@@ -47,7 +47,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
-from openami.drivers.iec62056_21 import Iec62056DriverError, read_tcp, set_clock
+from openami.drivers.iec62056_21 import Iec62056DriverError, set_clock
 from openami.drivers.mbus.client import DATE_TIME_VIF, MbusClient, Resolution
 from openami.drivers.mbus.errors import MbusDriverError
 from openami.edge.archive import ArchivedEvent
@@ -245,16 +245,7 @@ class MeterClockSync:
 
     async def _read_iec(self, target: IecTarget) -> tuple[MeterTime | None, float]:
         started = self.clock.read().epoch
-        readout = await read_tcp(
-            target.host,
-            target.port,
-            address=target.address,
-            switch_baudrate=target.switch,
-            max_baudrate=target.max_baudrate,
-            baudrate=target.line_baudrate,
-            connect_s=self.collector.timeout_s,
-            answer_s=self.collector.timeout_s,
-        )
+        readout = await target.read(self.collector.timeout_s)
         ended = self.clock.read().epoch
         return iec_meter_time(readout, ZoneInfo(self.zone)), (started + ended) / 2
 

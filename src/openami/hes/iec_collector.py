@@ -117,6 +117,21 @@ class IecTarget:
         """The meter's place, for messages: ``host:port`` and its device address."""
         return f"{self.host}:{self.port}" + (f" address {self.address!r}" if self.address else "")
 
+    async def read(self, timeout_s: float, readout_s: float = 120.0) -> Readout:
+        """One readout of the meter, signed on as its converter needs (the head-end's reads and the
+        gateway's clock checks both come here). ``timeout_s`` bounds the connection and each answer."""
+        return await read_tcp(
+            self.host,
+            self.port,
+            address=self.address,
+            switch_baudrate=self.switch,
+            max_baudrate=self.max_baudrate,
+            baudrate=self.line_baudrate,
+            connect_s=timeout_s,
+            answer_s=timeout_s,
+            readout_s=readout_s,
+        )
+
 
 def _endpoint(address: str) -> tuple[str, int, str, int | None, bool]:
     parts = urlsplit(address.strip())
@@ -278,17 +293,7 @@ class IecCollector:
         outcome = MeterOutcome(target.serial)
         now = self._now()
         try:
-            readout = await read_tcp(
-                target.host,
-                target.port,
-                address=target.address,
-                switch_baudrate=target.switch,
-                max_baudrate=target.max_baudrate,
-                baudrate=target.line_baudrate,
-                connect_s=self.timeout_s,
-                answer_s=self.timeout_s,
-                readout_s=self.readout_s,
-            )
+            readout = await target.read(self.timeout_s, self.readout_s)
             check_identity(readout, target.serial)
         except (Iec62056DriverError, Iec62056Error, OSError) as exc:
             outcome.error = f"{type(exc).__name__}: {exc}"
