@@ -99,25 +99,27 @@ async def test_an_overlapping_second_group_is_refused(nats_url: str, prefixes: t
         await bus.close()
 
 
+async def _existing_stream(nats_url: str, bus: NatsBus, token: str, retention: RetentionPolicy) -> str:
+    """The token's stream made beforehand (as an older version or an operator would) with one message."""
+    name = bus.stream_name(token)
+    nc = await nats.connect(nats_url, connect_timeout=3)
+    try:
+        js = nc.jetstream()
+        subject = f"{bus.subject_prefix}{token}"
+        await js.add_stream(
+            StreamConfig(name=name, subjects=[f"{subject}.>"], storage=StorageType.FILE, retention=retention)
+        )
+        await js.publish(f"{subject}.acme", b"old", stream=name)
+    finally:
+        await nc.close()
+    return name
+
+
 async def test_a_limits_jobs_stream_from_an_older_version_becomes_a_work_queue(
     nats_url: str, prefixes: tuple[str, str]
 ) -> None:
     bus = _bus(nats_url, prefixes)
-    name = bus.stream_name("jobs")
-    nc = await nats.connect(nats_url, connect_timeout=3)
-    try:
-        js = nc.jetstream()
-        await js.add_stream(
-            StreamConfig(
-                name=name,
-                subjects=[f"{prefixes[1]}jobs.>"],
-                storage=StorageType.FILE,
-                retention=RetentionPolicy.LIMITS,
-            )
-        )
-        await js.publish(f"{prefixes[1]}jobs.dispatch.bulk", b"old", stream=name)
-    finally:
-        await nc.close()
+    name = await _existing_stream(nats_url, bus, "jobs", RetentionPolicy.LIMITS)
     await bus.start()
     try:
         assert await _stream_messages(nats_url, name) == (RetentionPolicy.WORK_QUEUE, 0)
@@ -129,16 +131,8 @@ async def test_a_data_stream_with_other_retention_is_left_alone(
     nats_url: str, prefixes: tuple[str, str]
 ) -> None:
     bus = _bus(nats_url, prefixes)
-    name = bus.stream_name("readings")
-    nc = await nats.connect(nats_url, connect_timeout=3)
-    try:
-        js = nc.jetstream()
-        await js.add_stream(
-            StreamConfig(name=name, subjects=[f"{prefixes[1]}readings.>"], retention=RetentionPolicy.INTEREST)
-        )
-    finally:
-        await nc.close()
+    name = await _existing_stream(nats_url, bus, "readings", RetentionPolicy.WORK_QUEUE)
     with pytest.raises(BusError, match="left alone"):
         await bus.start()
     await bus.close()
-    assert (await _stream_messages(nats_url, name))[0] is RetentionPolicy.INTEREST
+    assert await _stream_messages(nats_url, name) == (RetentionPolicy.WORK_QUEUE, 1)  # kept, message too
