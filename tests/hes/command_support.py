@@ -3,9 +3,10 @@ worker's settlement (``JobWorker.run_claimed``), against simulated DLMS meters o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, update
@@ -17,6 +18,7 @@ from openami.hes.commands import CommandService
 from openami.hes.job_store import Job
 from openami.hes.job_worker import JobWorker, WorkerOptions
 from openami.security.bootstrap import create_tenant_with_admin, ensure_user
+from openami.simulator.dlms_meter import SimulatedMeter
 from openami.simulator.dlms_server import DlmsSimulator, build_meters
 from openami.store.schema import comm_device, meter
 from tests.hes.dlms_support import register_dlms_meters
@@ -111,3 +113,17 @@ def make_rig(platform: Platform, simulator: DlmsSimulator, clock: Clock, timeout
     options = WorkerOptions(retry_base=timedelta(seconds=1), retry_cap=timedelta(seconds=2))
     worker = JobWorker(platform.engine, platform.bus, [executor], options=options, now=clock)
     return Rig(platform, simulator, clock, admin.tenant_id, operator.id, supervisor.id, ids, worker)
+
+
+def count_calls(sim: SimulatedMeter, name: str) -> Callable[[], int]:
+    """How many SETs or ACTIONs (``name``: ``"set"``, ``"action"``) the simulated meter was sent; it
+    still carries them out."""
+    calls: list[object] = []
+    real = getattr(sim, name)
+
+    def counting(*args: Any) -> Any:
+        calls.append(args[0])
+        return real(*args)
+
+    setattr(sim, name, counting)
+    return lambda: len(calls)

@@ -4,7 +4,6 @@ worker through CommandExecutor, refused at run time by a protection, verified be
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,13 +12,11 @@ from sqlalchemy import Engine, insert, select, update
 from openami.app import Platform
 from openami.hes import command_jobs, job_store, safety
 from openami.hes.jobstate import Lane, State
-from openami.protocols.dlms.xdlms import ActionRequestNormal, ActionResult
 from openami.security.audit import verify_chain
-from openami.simulator.dlms_meter import SimulatedMeter
 from openami.simulator.dlms_server import DlmsSimulator
 from openami.store.errors import Conflict
 from openami.store.schema import audit_log, command, job, meter
-from tests.hes.command_support import Clock, Rig, clock, make_rig, simulator
+from tests.hes.command_support import Clock, Rig, clock, count_calls, make_rig, simulator
 
 __all__ = ["clock", "simulator"]  # fixtures
 
@@ -29,19 +26,6 @@ pytestmark = pytest.mark.timeout(60)
 @pytest.fixture
 def rig(platform: Platform, simulator: DlmsSimulator, clock: Clock) -> Rig:
     return make_rig(platform, simulator, clock)
-
-
-def _count_actions(sim: SimulatedMeter) -> Callable[[], int]:
-    """How many actions the simulated meter was sent (it still carries them out)."""
-    calls = []
-    real = sim.action
-
-    def counting(request: ActionRequestNormal) -> ActionResult:
-        calls.append(request.method)
-        return real(request)
-
-    sim.action = counting  # type: ignore[method-assign]
-    return lambda: len(calls)
 
 
 def _states(rig: Rig) -> list[tuple[str, str, str | None, str]]:
@@ -108,7 +92,7 @@ async def test_a_queued_disconnect_runs_as_a_job_and_is_audited(rig: Rig) -> Non
 async def test_a_disconnect_protected_after_it_was_queued_is_refused_when_its_job_runs(rig: Rig) -> None:
     sim = rig.simulator.meters[1]
     target = rig.meters[sim.serial]
-    sent = _count_actions(sim)
+    sent = count_calls(sim, "action")
     command_jobs.submit(
         rig.engine,
         rig.tenant_id,
@@ -172,7 +156,7 @@ async def test_a_second_attempt_verifies_first_and_does_not_send_the_disconnect_
     with rig.engine.begin() as conn:
         conn.execute(update(command).where(command.c.id == queued.command_id).values(state="running"))
     sim.relay_connected = False
-    sent = _count_actions(sim)
+    sent = count_calls(sim, "action")
     rig.clock.now += timedelta(minutes=1)
     requeued, _failed = job_store.sweep(rig.engine, rig.clock.now)
     assert [j.id for j in requeued] == [queued.job_id]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -43,7 +42,7 @@ from openami.simulator.dlms_config_objects import (
 from openami.simulator.dlms_meter import DEVICE_NAME, SimulatedMeter
 from openami.simulator.dlms_server import DlmsSimulator
 from openami.store.schema import audit_log, command, device_key
-from tests.hes.command_support import CLIENT_TITLE, Clock, Rig, clock, make_rig, simulator
+from tests.hes.command_support import CLIENT_TITLE, Clock, Rig, clock, count_calls, make_rig, simulator
 
 __all__ = ["clock", "simulator"]  # fixtures
 
@@ -85,19 +84,6 @@ def _service(rig: Rig) -> CommandService:
     return CommandService(
         rig.engine, rig.platform.vault, client_system_title=CLIENT_TITLE, timeout_s=3.0, now=rig.clock
     )
-
-
-def _count(sim: SimulatedMeter, name: str) -> Callable[[], int]:
-    """How many SETs or ACTIONs (``name``) the simulated meter was sent (it still carries them out)."""
-    calls: list[object] = []
-    real = getattr(sim, name)
-
-    def counting(*args: Any) -> Any:
-        calls.append(args[0])
-        return real(*args)
-
-    setattr(sim, name, counting)
-    return lambda: len(calls)
 
 
 def _value(sim: SimulatedMeter, class_id: int, attribute: int) -> object:
@@ -149,7 +135,7 @@ async def test_a_load_limit_is_set_read_back_and_then_verified_not_sent_again(ri
     assert record.result == {"threshold_active": 6000, "threshold_normal": 9000}
     assert (_value(sim, LIMITER_CLASS, 3), _value(sim, LIMITER_CLASS, 4)) == (6000, 9000)
 
-    sets = _count(sim, "set")
+    sets = count_calls(sim, "set")
     [queued] = command_jobs.submit(
         rig.engine,
         rig.tenant_id,
@@ -281,7 +267,7 @@ async def test_a_failed_confirmation_keeps_the_meter_reachable_and_the_next_atte
     stale = await _target(rig, sim)
     assert stale.secrets is not None and stale.secrets.authentication_key != sim.keys.authentication_key
 
-    transfers = _count(sim, "action")
+    transfers = count_calls(sim, "action")
     again = await service.execute(rig.tenant_id, record.id, actor="job:2", verify=True)
     assert again.state == "succeeded", again.result
     assert again.result == {"key": "authentication", "verified": True}

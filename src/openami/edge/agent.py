@@ -34,6 +34,9 @@
   ``wmbus`` meters are archived like polled readings (:mod:`openami.edge.wmbus`).
 - **Discovery**: meters heard or found on a searched M-Bus that are not in the meter list are kept in
   the archive and reported in DISCOVERY envelopes (:mod:`openami.edge.discovery`).
+- **Commands**: the head-end's COMMAND envelopes (disconnect, connect, clock, load limit ...) for the
+  DLMS meters are carried out once per command id and answered with their result, kept in the
+  archive until the head-end acknowledges it (:mod:`openami.edge.commands`).
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ from pydantic import ValidationError
 from openami import __version__
 from openami.edge.archive import Archive, ArchivedEvent
 from openami.edge.clocks import ClockCheck, MeterClockSync, iec_clock_targets
+from openami.edge.commands import EdgeCommands
 from openami.edge.config import GatewayConfig, MeterConfig, RemoteConfig, remote_meters
 from openami.edge.discovery import FIRST_SEARCH_S, Discovery
-from openami.edge.dlms import dlms_collector
+from openami.edge.dlms import ArchiveCounters, client_system_title, dlms_collector
 from openami.edge.forwarder import Forwarder
 from openami.edge.meters import MeterTargets, build_targets
 from openami.edge.modem import ModemProbe, Signal
@@ -64,6 +68,7 @@ from openami.edge.pulse import PulseCollector
 from openami.edge.sink import ArchiveSink
 from openami.edge.timesync import ClockTracker
 from openami.edge.wmbus import RadioReceivers
+from openami.hes.dlms_session import DlmsSessions
 from openami.hes.iec_collector import IecCollector
 from openami.hes.mbus_collector import MbusCollector
 from openami.hes.modbus_collector import ModbusCollector
@@ -152,6 +157,14 @@ class GatewayAgent:
         self.radio = RadioReceivers(
             config.receivers, config.tenant, self.sink, self.targets.wmbus, on_unknown=self.discovery.heard
         )
+        sessions = DlmsSessions(
+            None, client_system_title(config.id), timeout, counters=ArchiveCounters(self.archive)
+        )  # the collector's title and counters: a meter sees one counter sequence from this gateway
+        self.commands = EdgeCommands(
+            config.id, self.archive, lambda: self.targets.dlms, sessions.open, self.forwarder.send,
+            now=now, synchronised=lambda: self.clock.synchronised,
+        )  # fmt: skip
+        self.forwarder.on_command = self.commands.handle
         self._load_remote_config()
         self._log_skipped()
         self.poller = Poller([self._collect], self.poll_interval_s)
@@ -216,6 +229,7 @@ class GatewayAgent:
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
         self._loops.clear()
+        await self.commands.stop()
         await self.forwarder.stop()
         self.archive.close()
         log.info("gateway %s stopped", self.config.id)
@@ -319,6 +333,7 @@ class GatewayAgent:
         self._spawn(self.send_health())
         self._spawn(self.request_time())
         self._spawn(self.discovery.report_all())
+        self._spawn(self.commands.resend_results())
 
     async def health(self) -> dict[str, Any]:
         """The HEALTH payload (``docs/drivers/gateway-link.md``)."""

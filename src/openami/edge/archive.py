@@ -22,6 +22,11 @@ loses at most the last transactions, never corrupts) with these tables:
 ``discovered``
     devices the gateway found that are not in its meter list (:mod:`openami.edge.discovery`), one row
     per protocol and id with when it was first and last seen.
+``command``
+    the head-end's commands by ``command_id`` (:mod:`openami.edge.commands`): when each arrived, its
+    result once carried out, and when the head-end acknowledged that result. A row is written (with a
+    full sync) before the meter is touched, so a resent COMMAND is never carried out twice, not even
+    after a restart; acknowledged rows go with the retention period.
 
 The forwarder cuts a batch (:meth:`Archive.cut_batch`), sends every unacknowledged batch in order
 (:meth:`Archive.pending`) and marks what the head-end acknowledged (:meth:`Archive.acknowledge`).
@@ -54,7 +59,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["RETENTION", "Archive", "ArchivedDevice", "ArchivedEvent", "ArchivedReading", "OutboxBatch"]
+__all__ = [
+    "RETENTION",
+    "Archive",
+    "ArchivedCommand",
+    "ArchivedDevice",
+    "ArchivedEvent",
+    "ArchivedReading",
+    "OutboxBatch",
+]
 
 RETENTION: Final = timedelta(days=45)
 _SCHEMA: Final = """
@@ -84,6 +97,10 @@ CREATE TABLE IF NOT EXISTS discovered (
     rssi INTEGER, first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,
     PRIMARY KEY (protocol, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS command (
+    id INTEGER PRIMARY KEY, meter TEXT NOT NULL, kind TEXT NOT NULL, received INTEGER NOT NULL,
+    finished INTEGER, result TEXT, acked INTEGER
+);
 """
 
 
@@ -134,6 +151,29 @@ class OutboxBatch:
     readings: int
     events: int
     sent_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedCommand:
+    """One head-end command as the gateway keeps it (``command`` table); ``result`` None: not finished
+    (running now, or interrupted by a restart)."""
+
+    id: int
+    meter: str
+    kind: str
+    received: datetime
+    result: dict[str, Any] | None
+    acked: bool
+
+
+def _command(row: tuple[Any, ...]) -> ArchivedCommand:
+    result = None if row[4] is None else json.loads(row[4])
+    return ArchivedCommand(
+        int(row[0]), row[1], row[2], datetime.fromtimestamp(row[3], UTC), result, row[5] is not None
+    )
+
+
+_COMMAND_COLUMNS: Final = "id, meter, kind, received, result, acked"
 
 
 def _epoch(ts: datetime) -> int:
@@ -400,6 +440,64 @@ class Archive:
             rows = self._db.execute("SELECT seq, refused FROM outbox WHERE refused IS NOT NULL").fetchall()
         return {int(r[0]): str(r[1]) for r in rows}
 
+    def begin_command(self, command_id: int, meter: str, kind: str, now: datetime) -> ArchivedCommand | None:
+        """Record that command ``command_id`` is being carried out, durably, before the meter is touched;
+        None when it is new, else what was recorded before (finished, or interrupted) and nothing changes."""
+
+        def work(db: sqlite3.Connection) -> ArchivedCommand | None:
+            row = db.execute(f"SELECT {_COMMAND_COLUMNS} FROM command WHERE id = ?", (command_id,)).fetchone()
+            if row is not None:
+                return _command(row)
+            db.execute(
+                "INSERT INTO command (id, meter, kind, received) VALUES (?, ?, ?, ?)",
+                (command_id, meter, kind, _epoch(now)),
+            )
+            return None
+
+        found: ArchivedCommand | None = self._tx(work, durable=True)
+        return found
+
+    def finish_command(self, command_id: int, result: dict[str, Any], now: datetime) -> None:
+        """Keep the result of a command (sent to the head-end until it acknowledges it)."""
+        self._tx(
+            lambda db: db.execute(
+                "UPDATE command SET finished = ?, result = ? WHERE id = ?",
+                (_epoch(now), json.dumps(result, separators=(",", ":")), command_id),
+            ),
+            durable=True,
+        )
+
+    def command(self, command_id: int) -> ArchivedCommand | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COMMAND_COLUMNS} FROM command WHERE id = ?", (command_id,)
+            ).fetchone()
+        return None if row is None else _command(row)
+
+    def unacked_commands(self) -> list[ArchivedCommand]:
+        """Finished commands whose result the head-end has not acknowledged, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COMMAND_COLUMNS} FROM command"
+                " WHERE result IS NOT NULL AND acked IS NULL ORDER BY id"
+            ).fetchall()
+        return [_command(row) for row in rows]
+
+    def acknowledge_commands(self, command_ids: Sequence[int], now: datetime) -> int:
+        """Mark these results stored by the head-end; how many were not marked before."""
+
+        def work(db: sqlite3.Connection) -> int:
+            marked = 0
+            for command_id in command_ids:
+                marked += db.execute(
+                    "UPDATE command SET acked = ? WHERE id = ? AND result IS NOT NULL AND acked IS NULL",
+                    (_epoch(now), command_id),
+                ).rowcount
+            return marked
+
+        count: int = self._tx(work)
+        return count
+
     def get_state(self, name: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
@@ -482,6 +580,7 @@ class Archive:
                 (cutoff,),
             ).rowcount
             _bump(db, "dropped_unsent", unsent)
+            db.execute("DELETE FROM command WHERE acked IS NOT NULL AND received < ?", (cutoff,))
             return {"readings": readings, "events": events, "batches": batches, "dropped_unsent": unsent}
 
         result: dict[str, int] = self._tx(work)

@@ -24,7 +24,9 @@ link loss, a broker restart or a kill of the agent.
 
 Downlink: envelopes are opened with an :class:`~openami.protocols.edge.Opener` for direction DOWN
 whose replay window is persisted in the archive after each accepted envelope; a forged, altered,
-reflected or replayed envelope is refused, logged as a security event and counted.
+reflected or replayed envelope is refused, logged as a security event and counted. ACK, CONFIG, TIME
+and COMMAND (the head-end's commands, :mod:`openami.edge.commands`) are taken; an ACK's ``commands``
+names the command results the head-end stored, which are then not sent again.
 
 Reconnects back off exponentially with jitter, from ``reconnect_min_s`` up to ``reconnect_max_s``.
 """
@@ -75,6 +77,7 @@ _PUBLISH_TIMEOUT_S: Final = 30.0
 ConfigHandler = Callable[[dict[str, Any]], Awaitable[Any]]
 TimeHandler = Callable[[dict[str, Any], float], None]
 ConnectHandler = Callable[[], None]
+CommandHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def link_topics(prefix: str, tenant: str, gateway: str) -> tuple[str, str]:
@@ -128,7 +131,8 @@ def _save_window(archive: Archive, window: ReplayWindow) -> None:
 
 class Forwarder:
     """The gateway's MQTT link (module docstring). ``on_config`` gets CONFIG payloads, ``on_time`` TIME
-    answers with the monotonic time they arrived, ``on_connect`` is called after each (re)connect."""
+    answers with the monotonic time they arrived, ``on_command`` COMMAND payloads, ``on_connect`` is
+    called after each (re)connect."""
 
     def __init__(
         self,
@@ -138,6 +142,7 @@ class Forwarder:
         on_config: ConfigHandler | None = None,
         on_time: TimeHandler | None = None,
         on_connect: ConnectHandler | None = None,
+        on_command: CommandHandler | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.config = config
@@ -146,6 +151,7 @@ class Forwarder:
         self._key = config.uplink.link_key
         self._opener = Opener(self._key, config.id, direction=Direction.DOWN, window=_load_window(archive))
         self._on_config, self._on_time, self._on_connect = on_config, on_time, on_connect
+        self.on_command = on_command
         self._now = now
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
@@ -185,8 +191,9 @@ class Forwarder:
         self._wakeup.set()
 
     async def send(self, kind: Kind, payload: dict[str, Any]) -> int | None:
-        """Send a HEALTH, ALARM or TIME envelope now with a fresh number; None when the link is down
-        (these kinds are not queued: the next report, or the batch carrying the same events, follows)."""
+        """Send a HEALTH, ALARM, TIME or COMMAND envelope now with a fresh number; None when the link is
+        down (these kinds are not queued here: the next report, the batch carrying the same events, or
+        the command result kept in the archive follows)."""
         client = self._client
         if client is None or not self.connected:
             return None
@@ -390,6 +397,8 @@ class Forwarder:
             elif envelope.kind is Kind.TIME:
                 if self._on_time is not None:
                     self._on_time(body, arrived)
+            elif envelope.kind is Kind.COMMAND and self.on_command is not None:
+                await self.on_command(body)
             else:
                 log.warning("downlink %s %d not supported by this gateway", envelope.kind.name, envelope.seq)
         except (ValueError, TypeError, KeyError) as exc:
@@ -403,7 +412,10 @@ class Forwarder:
     async def _acknowledge(self, body: dict[str, Any]) -> None:
         acked = [int(seq) for seq in body.get("acked", [])]
         refused = {int(seq): str(reason) for seq, reason in dict(body.get("refused", {})).items()}
+        commands = [int(command_id) for command_id in body.get("commands", [])]
         now = self._now()
+        if commands:
+            await asyncio.to_thread(self.archive.acknowledge_commands, commands, now)
         if acked:
             self.stats.batches_acked += await asyncio.to_thread(self.archive.acknowledge, acked, now)
         if refused:

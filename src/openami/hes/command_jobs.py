@@ -33,8 +33,15 @@ after the first asks the meter first whether the command's effect is already the
 succeeded (a worker that died after the meter confirmed) is not sent again at all.
 
 :func:`settle` is the scheduler's bookkeeping, called from its leader loop: commands whose job ended
-without them (cancelled, deadline, lease lost on the last attempt) are closed, and requests whose
-commands have all ended are ``done``.
+without them (cancelled, deadline, lease lost on the last attempt) are closed, commands sent to a
+gateway that gave no answer by their deadline are failed, and requests whose commands have all ended
+are ``done``.
+
+A meter behind an OpenAMI gateway (:func:`openami.hes.gateway_commands.route_of`) is not commanded by
+the poller: after the safety checks its command is handed to the gateway (state ``at_gateway``) and
+the job ends ``done`` with outcome ``sent`` at once, so no poller session waits hours for a gateway
+that is offline. The command record is finished by the gateway's result, or failed at its deadline
+(:mod:`openami.hes.gateway_commands`).
 
 Blocking (SQLAlchemy) except :class:`CommandExecutor`.
 """
@@ -45,14 +52,16 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, and_, exists, insert, select, update
 
+from openami.hes import gateway_commands
 from openami.hes.commands import COMMAND_KINDS, RUNNABLE_STATES, CommandRecord, CommandService
 from openami.hes.config_commands import command_params
 from openami.hes.executors import JobResult
+from openami.hes.gateway_commands import AT_GATEWAY, DEFAULT_DEADLINE
 from openami.hes.job_store import Job, NewJob
 from openami.hes.jobstate import Lane, State
 from openami.hes.paths import paths_for_meters
@@ -525,7 +534,7 @@ def settle(engine: Engine, now: datetime) -> int:
             ).rowcount
         open_command = exists().where(
             command.c.tenant_id == command_request.c.tenant_id,
-            command.c.state.in_(_OPEN),
+            command.c.state.in_((*_OPEN, AT_GATEWAY)),  # a gateway's answer is still to come
             command.c.params["request_id"].as_integer() == command_request.c.id,
         )
         changed += conn.execute(
@@ -533,6 +542,7 @@ def settle(engine: Engine, now: datetime) -> int:
             .where(and_(command_request.c.state == "running", ~open_command))
             .values(state="done", finished_at=now)
         ).rowcount
+        changed += gateway_commands.expire(conn, now)
     return changed
 
 
@@ -548,7 +558,8 @@ class CommandExecutor:
     (a later attempt found the effect already there, nothing sent), ``refused`` (a safety rule, no
     retry), ``failed`` (retry while attempts last, unless the meter cannot take commands at all),
     ``cancelled`` (its command was cancelled meanwhile: no retry), ``bad_job`` (no such command, or a
-    firmware image that does not match it: no retry)."""
+    firmware image that does not match it: no retry), ``sent`` (handed to the meter's gateway, which
+    answers later; ``gateway_deadline`` after the run unless the job has a deadline of its own)."""
 
     kinds: frozenset[str] = frozenset({JOB_KIND})
 
@@ -559,9 +570,12 @@ class CommandExecutor:
         *,
         concurrency: int = 32,
         now: Callable[[], datetime] = _utcnow,
+        gateway_deadline: timedelta = DEFAULT_DEADLINE,
     ) -> None:
         self._engine = engine
         self._service = service
+        self._gateway_deadline = gateway_deadline
+        self._audit = AuditLog(now)
         self._slots = asyncio.Semaphore(concurrency)
         self._now = now
 
@@ -601,6 +615,13 @@ class CommandExecutor:
                     self._service.refuse, item.tenant_id, command_id, reasons, actor=actor
                 )
                 return JobResult(ok=False, outcome="refused", error="; ".join(reasons), retry=False)
+        if record.state in (*RUNNABLE_STATES, AT_GATEWAY):
+            route = await asyncio.to_thread(
+                gateway_commands.route_of, self._engine, item.tenant_id, record.meter_id
+            )
+            if route is not None and record.kind in gateway_commands.COMMANDS_THROUGH_GATEWAYS:
+                return await self._to_gateway(item, command_id, route, actor)
+            # Other kinds for a meter behind a gateway: CommandService fails them for good, with why.
         image = None
         if record.kind == "firmware":
             image = await asyncio.to_thread(self._image, item.tenant_id, command_id)
@@ -612,6 +633,29 @@ class CommandExecutor:
             image=image,
         )
         return _result(record)
+
+    async def _to_gateway(
+        self, item: Job, command_id: int, route: gateway_commands.GatewayRoute, actor: str
+    ) -> JobResult:
+        """Hand the command to its gateway (after the safety checks); the job is done once it is."""
+        now = self._now()
+        staged = await asyncio.to_thread(
+            gateway_commands.stage,
+            self._engine,
+            self._audit,
+            item.tenant_id,
+            command_id,
+            route,
+            deadline=item.deadline or now + self._gateway_deadline,
+            now=now,
+            actor=actor,
+        )
+        detail = {
+            "command_id": command_id,
+            "gateway": staged.gateway,
+            "deadline": staged.deadline.isoformat(),
+        }
+        return JobResult(ok=True, outcome="sent", detail=detail)
 
     def _param(self, tenant_id: int, command_id: int, name: str) -> Any:
         with self._engine.connect() as conn:

@@ -8,6 +8,10 @@ tenant's audit log naming who asked. Success means the meter confirmed the new s
 (the relay's control state, or its clock), not merely that the method returned: a disconnect that the
 meter accepted but did not carry out is a failure.
 
+A meter behind an OpenAMI gateway is never commanded directly (its address is the gateway's local
+one): :meth:`CommandService.run` refuses it with :class:`InvalidInput`, and its queued commands go
+through the gateway (:mod:`openami.hes.gateway_commands`).
+
 Commands run one at a time per call and synchronously (a single meter answers in well under a second).
 Commands queued as jobs (``openami.hes.command_jobs``) are recorded when they are queued and carried
 out by :meth:`CommandService.execute` when their job runs; an attempt after the first verifies before it
@@ -50,6 +54,13 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from sqlalchemy import Engine, insert, select, update
 
 from openami.drivers.dlms.client import DlmsClient
+from openami.drivers.dlms.commands import (
+    NotConfirmed,
+    clock_in_place,
+    relay_in_place,
+    switch_relay,
+    sync_clock,
+)
 from openami.drivers.dlms.errors import DlmsDriverError
 from openami.drivers.dlms.firmware import ACTIVE_FIRMWARE, upgrade_firmware
 from openami.hes import config_commands
@@ -57,6 +68,7 @@ from openami.hes.config_commands import CONFIG_KINDS, KEY_ROTATION, ROTATED_KEYS
 from openami.hes.dlms_session import FEP_WAIT_S, DlmsSessions
 from openami.hes.dlms_targets import DlmsTarget, load_targets
 from openami.hes.fep import FrontEndProcessor
+from openami.hes.gateway_commands import route_of
 from openami.hes.safety import DisconnectRefused, check_disconnect
 from openami.protocols.dlms.axdr import Data
 from openami.protocols.dlms.obis import Obis
@@ -95,13 +107,9 @@ _SECURITY_SETUP: Final = Obis(0, 0, 43, 0, 1, 255)
 _GLOBAL_KEY_TRANSFER: Final = CosemMethod(64, _SECURITY_SETUP, 2)
 _SECURITY_SETUP_NAME: Final = CosemAttribute(64, _SECURITY_SETUP, 1)
 _KEY_BYTES: Final = 16  # suite 0: AES-128
-_DISCONNECT_CONTROL: Final = Obis(0, 0, 96, 3, 10, 255)
-_CONTROL_STATE: Final = CosemAttribute(70, _DISCONNECT_CONTROL, 3)
 _ACTIVE_IDENTIFIER: Final = CosemAttribute(1, ACTIVE_FIRMWARE, 2)
 RUNNABLE_STATES: Final = ("queued", "running", "failed")
 """States of a queued command that a job attempt may (still) carry out."""
-_STATES: Final = {0: "disconnected", 1: "connected", 2: "ready_for_reconnection"}
-_CLOCK_TOLERANCE_S: Final = 2.0
 _MAX_IDENTIFIER: Final = 64
 
 
@@ -120,7 +128,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class CommandFailed(Exception):
+class CommandFailed(NotConfirmed):
     """The meter did not confirm the command; the message is the reason recorded."""
 
 
@@ -307,7 +315,7 @@ class CommandService:
                     detail = await self._verify(client, kind, firmware, params) if verify else None
                     if detail is None:
                         detail = await self._send(client, kind, firmware, params)
-        except (DlmsDriverError, CommandFailed, OSError, ValueError) as exc:
+        except (DlmsDriverError, NotConfirmed, OSError, ValueError) as exc:
             outcome, detail = "failed", {"error": f"{type(exc).__name__}: {exc}"}
             if kind == KEY_ROTATION:
                 detail["pending"] = True  # the wrapped key stays with the command: see the module docstring
@@ -325,8 +333,16 @@ class CommandService:
     def _target(self, tenant_id: int, meter_id: int) -> tuple[list[DlmsTarget], list[tuple[str, str]]]:
         with self._engine.connect() as conn:
             owner = conn.execute(select(meter.c.tenant_id).where(meter.c.id == meter_id)).scalar_one_or_none()
+            route = route_of(conn, tenant_id, meter_id)
         if owner != tenant_id:
             raise NotFound(f"meter {meter_id} not found")
+        if route is not None:
+            raise InvalidInput(
+                f"meter {meter_id} is reached through OpenAMI gateway {route.ident}, not by a session of "
+                "the head-end: disconnect, connect, time sync and configuration commands go through the "
+                "gateway as command jobs (POST /command-jobs); firmware upgrades and key rotations of "
+                "meters behind gateways are not supported"
+            )
         return load_targets(self._engine, self._vault, tenant_id=tenant_id, meter_ids=[meter_id])
 
     async def _master_key(self, target: DlmsTarget) -> bytes:
@@ -453,22 +469,16 @@ class CommandService:
             found = await config_commands.in_place(client, kind, params)
             return None if found is None else {**found, "verified": True}
         if kind == "time_sync":
-            drift = (await client.get_clock() - self._now()).total_seconds()
-            return (
-                {"drift_after_s": round(drift, 3), "verified": True}
-                if abs(drift) <= _CLOCK_TOLERANCE_S
-                else None
-            )
+            found = await clock_in_place(client, self._now())
+            return None if found is None else {**found, "verified": True}
         if kind == "firmware":
             assert firmware is not None
             active = (await client.get(_ACTIVE_IDENTIFIER)).value
             if active == firmware.identifier.encode():
                 return {"active_identifier": firmware.identifier, "verified": True}
             return None
-        state = (await client.get(_CONTROL_STATE)).value
-        if state == (0 if kind == "disconnect" else 1):
-            return {"control_state": _STATES[state], "verified": True}
-        return None
+        found = await relay_in_place(client, kind)
+        return None if found is None else {**found, "verified": True}
 
     async def _send(
         self, client: DlmsClient, kind: str, firmware: Firmware | None, params: dict[str, Any]
@@ -492,26 +502,8 @@ class CommandService:
                 "signature": result.signature.hex(),
             }
         if kind == "time_sync":
-            before = await client.get_clock()
-            await client.set_clock(self._now())
-            after = await client.get_clock()
-            drift = (after - self._now()).total_seconds()
-            if abs(drift) > _CLOCK_TOLERANCE_S:
-                raise CommandFailed(f"meter clock still off by {drift:.1f} s after setting it")
-            return {
-                "drift_before_s": round((before - self._now()).total_seconds(), 3),
-                "drift_after_s": round(drift, 3),
-            }
-        if kind == "disconnect":
-            await client.disconnect()
-        else:
-            await client.reconnect()
-        state = (await client.get(_CONTROL_STATE)).value
-        expected = 0 if kind == "disconnect" else 1
-        name = _STATES.get(state, str(state)) if isinstance(state, int) else str(state)
-        if state != expected:
-            raise CommandFailed(f"meter reports control state {name} after {kind}")
-        return {"control_state": name}
+            return await sync_clock(client, self._now)
+        return await switch_relay(client, kind)
 
     def _start(
         self,

@@ -33,6 +33,13 @@ DISCOVERY
     filed as pending devices.
 TIME
     answered at once with ``{"t1", "t2", "t3"}`` (receive and send time, epoch seconds).
+COMMAND
+    the result of a command sent to the gateway (:mod:`openami.hes.gateway_commands`): recorded on the
+    command and acknowledged (an ACK with ``"commands": [command_id]``); a result for a command that is
+    not this gateway's is never applied, logged on the security logger and kept as a dead letter.
+    COMMAND envelopes go down from :class:`~openami.hes.gateway_commands.CommandDelivery`, which this
+    listener runs: due commands every ``command_poll_s``, unanswered ones again after
+    ``command_resend_s`` and after each HEALTH.
 
 An envelope that fails (unknown gateway, no key, wrong key, altered, moved onto another gateway's
 topic, reflected, older than the window, not an envelope) is rejected: logged as a security warning on
@@ -81,6 +88,15 @@ from openami.bus.messages import (
     Series,
     readings_subject,
 )
+from openami.hes.gateway_commands import (
+    DEFAULT_POLL_S,
+    DEFAULT_RESEND_S,
+    CommandDelivery,
+    Recorded,
+    UnusableResult,
+    parse_result,
+    record_result,
+)
 from openami.hes.gateway_link_store import (
     MAX_STORED_SEQ,
     DiscoveredDevice,
@@ -104,6 +120,7 @@ from openami.protocols.edge import (
     seal,
 )
 from openami.protocols.edge.envelope import MAX_PAYLOAD_BYTES, WINDOW
+from openami.security.audit import AuditLog
 from openami.security.keyvault import KeyVault, KeyVaultError
 from openami.store.errors import StoreError
 from openami.transports.errors import ConnectError
@@ -190,6 +207,8 @@ class LinkListenerStats:
     time_answers: int = 0
     configs_sent: int = 0
     configs_resent: int = 0
+    command_results: int = 0
+    command_results_foreign: int = 0
     downlinks_failed: int = 0
 
     def outcomes(self) -> dict[str, float]:
@@ -465,6 +484,8 @@ class GatewayLinkListener:
         max_bus_message_bytes: int = MAX_BUS_MESSAGE_BYTES,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         config_resend_s: float = DEFAULT_CONFIG_RESEND_S,
+        command_poll_s: float = DEFAULT_POLL_S,
+        command_resend_s: float = DEFAULT_RESEND_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_concurrency < 1 or max_pending < 1:
@@ -499,6 +520,16 @@ class GatewayLinkListener:
             connect_timeout_s=connect_timeout_s,
         )
         self.stats = LinkListenerStats()
+        self._audit = AuditLog()
+        self.commands = CommandDelivery(
+            engine,
+            self._store,
+            lambda state, body: self._send_down(state, Kind.COMMAND, lambda: body),
+            lambda: self._subscriber.can_publish,
+            poll_s=command_poll_s,
+            resend_s=command_resend_s,
+            clock=clock,
+        )
 
     # -- life cycle ------------------------------------------------------------------------------------
 
@@ -520,9 +551,11 @@ class GatewayLinkListener:
     async def start(self) -> None:
         """Connect and subscribe; :class:`ConnectError` if that fails within the connect timeout."""
         await self._subscriber.start()
+        self.commands.start()
 
     async def stop(self) -> None:
         """Stop taking envelopes; those taken are handled (and answered) first, within the drain timeout."""
+        await self.commands.stop()
         await self._subscriber.stop()
 
     # -- ordering: one queue and worker per gateway (topic) ---------------------------------------------
@@ -764,6 +797,7 @@ class GatewayLinkListener:
         if routes is not None:
             await self._record_routes(state, envelope, topic, arrived, routes)
         await self._resend_config(state, reported_config_version(body), arrived)
+        await self.commands.after_health(state)
         self.stats.accepted += 1
 
     async def _resend_config(self, state: LinkState, reported: int | None, arrived: float) -> None:
@@ -849,12 +883,34 @@ class GatewayLinkListener:
             self.stats.time_answers += 1
         self.stats.accepted += 1
 
+    async def _on_command(self, state: LinkState, envelope: Envelope, topic: str, arrived: float) -> None:
+        """A command's result (module docstring): recorded, then its number accepted, then acknowledged;
+        a crash between the steps makes the gateway send it again, which records nothing twice."""
+        try:
+            result = parse_result(envelope.payload)
+        except UnusableResult as exc:
+            await self._unusable(state, envelope, topic, arrived, str(exc))
+            return
+        when = datetime.fromtimestamp(arrived, UTC)
+        recorded = await asyncio.to_thread(record_result, self._engine, self._audit, state, result, when)
+        await asyncio.to_thread(self._store.accept, state, envelope.seq, when)
+        if recorded is Recorded.FOREIGN:
+            reason = f"result for command {result.command_id}, which is not this gateway's"
+            await self._dead_letter(state, envelope, topic, arrived, reason)
+            self.stats.command_results_foreign += 1
+            self.stats.refused += 1
+            return
+        await self._acknowledge(state, commands=[result.command_id])
+        self.stats.command_results += recorded is Recorded.RECORDED
+        self.stats.accepted += 1
+
     _HANDLERS: Final = {
         Kind.BATCH: _on_batch,
         Kind.ALARM: _on_alarm,
         Kind.HEALTH: _on_health,
         Kind.DISCOVERY: _on_discovery,
         Kind.TIME: _on_time,
+        Kind.COMMAND: _on_command,
     }
 
     async def _publish(self, state: LinkState, seq: int, parsed: ParsedBatch, arrived: float) -> None:
@@ -879,12 +935,19 @@ class GatewayLinkListener:
     # -- downlink --------------------------------------------------------------------------------------
 
     async def _acknowledge(
-        self, state: LinkState, *, acked: list[int] | None = None, refused: dict[int, str] | None = None
+        self,
+        state: LinkState,
+        *,
+        acked: list[int] | None = None,
+        refused: dict[int, str] | None = None,
+        commands: list[int] | None = None,
     ) -> None:
-        body = {
+        body: dict[str, Any] = {
             "acked": acked or [],
             "refused": {str(seq): reason for seq, reason in (refused or {}).items()},
         }
+        if commands:
+            body["commands"] = commands  # command results stored: the gateway stops sending them
         if await self._send_down(state, Kind.ACK, lambda: body):
             self.stats.acks_sent += 1
 

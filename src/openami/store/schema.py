@@ -534,6 +534,27 @@ gateway_link = Table(
 """One OpenAMI gateway's end-to-end link (``openami.hes.gateway_link``): its sealed link key, the replay
 window of its uplink envelopes, the next downlink sequence number (never reused), its last health."""
 
+gateway_command = Table(
+    "gateway_command",
+    metadata,
+    _id(),
+    _tenant(),
+    Column("command_id", Id, ForeignKey("command.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "comm_device_id", Id, ForeignKey("comm_device.id", ondelete="CASCADE"), nullable=False, index=True
+    ),
+    Column("meter_serial", String(64), nullable=False),
+    Column("deadline", UTCDateTime(), nullable=False),
+    Column("sent_at", UTCDateTime()),  # when it last went to the broker; NULL: due now
+    Column("sends", Integer, nullable=False, server_default="0"),
+    Column("answered_at", UTCDateTime()),  # the gateway's result recorded
+    Column("expired_at", UTCDateTime()),  # the deadline passed without a result: the command failed
+    _created(),
+    UniqueConstraint("command_id", name="uq_gateway_command_command_id"),
+)
+"""A command carried out by an OpenAMI gateway (``openami.hes.gateway_commands``): which gateway, until
+when, when its COMMAND envelope last went out and when the gateway's result came back."""
+
 PENDING_DEVICE_STATUSES = ("pending", "approved", "rejected")
 
 pending_device = Table(
