@@ -93,8 +93,11 @@ def test_a_poller_killed_mid_run_loses_no_read_and_runs_none_twice(
     url, engine = database
     with FleetProcesses(FleetSpec(3000, seed=6)) as fleet:
         registered = register_fleet(engine, fleet, slug="killed")
-        planned = _plan_day(engine, registered, attempts=3)
-        with workers(tmp_path, url, nats_url, **FAST, log_level="DEBUG") as group:
+        planned = _plan_day(engine, registered, attempts=5)
+        # Patient answers and spare attempts: on a loaded machine a slow answer or a starved lease
+        # renewal costs an attempt, and this test is about the kill, not about timeouts.
+        patient = {**FAST, "poll_timeout_s": 1.0}
+        with workers(tmp_path, url, nats_url, **patient, log_level="DEBUG") as group:
             _start(group, 3)
             wait_for(lambda: _states(engine).get("done", 0) >= planned // 5, 120, "a fifth of the reads")
             group.kill("p2")
@@ -107,8 +110,9 @@ def test_a_poller_killed_mid_run_loses_no_read_and_runs_none_twice(
     assert held, "p2 held no job when it was killed: the kill was not mid-run"
     with engine.connect() as conn:
         rows = conn.execute(select(job.c.id, job.c.state, job.c.worker)).all()
+        errors = conn.execute(select(job.c.error).where(job.c.state != "done").limit(5)).scalars().all()
     assert len(rows) == planned
-    assert {state for _, state, _ in rows} == {"done"}
+    assert {state for _, state, _ in rows} == {"done"}, errors
     completions: dict[int, list[str]] = {}
     for name, text in logs.items():  # every settlement a poller made, killed one included
         for found in re.finditer(r"job (\d+) done by (p\d)#", text):
