@@ -227,6 +227,18 @@ def test_bench_ingest_through_the_service(tmp_path: Path) -> None:
     assert figures["rows_per_s"] > 0
 
 
+def test_bench_ingest_first_day_sends_one_message_per_meter_with_new_channels(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bench.sqlite3'}"
+    args = ["bench", "ingest", "--database-url", url, "--rows", "400", "--channels", "50", "--json"]
+    result = runner.invoke(app, [*args, "--through", "service", "--new-channels"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert (figures["new_channels"], figures["messages"], figures["message_rows"]) == (True, 50, 8)
+    assert figures["rows_per_s"] > 0
+    refused = runner.invoke(app, [*args, "--new-channels"])
+    assert refused.exit_code == 2 and "--through service" in refused.output
+
+
 def test_bench_dlms_reads_every_meter_over_tcp() -> None:
     result = runner.invoke(app, ["bench", "dlms", "--meters", "5", "--rounds", "1", "--json"])
     assert result.exit_code == 0, result.output

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from openami.bus.memory import MemoryBus
 from openami.bus.messages import MeterEvent, Reading, ReadingBatch, readings_subject
@@ -15,7 +15,8 @@ from openami.demo.seed import seed_demo
 from openami.mdm.ingest import IngestService
 from openami.observability.metrics import Metrics
 from openami.store import schema
-from openami.store.readings import query_readings
+from openami.store.readings import count_readings, query_readings
+from tests.mdm.fleet import TENANT, channel_count, make_fleet, read
 
 T0 = datetime(2026, 3, 28, 22, 0, tzinfo=UTC)  # spans the EU DST change and a month boundary below
 
@@ -150,3 +151,69 @@ async def test_stop_writes_what_was_accepted(engine: Engine) -> None:
     await bus.close()
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(schema.interval_read)).scalar_one() == 3
+
+
+async def test_a_first_day_is_resolved_per_flush_not_per_message(engine: Engine) -> None:
+    """Two hundred meter reads, eight new channels each, as separate messages: all stored, every channel
+    once, with a handful of channel inserts for the lot (it was one look-up, insert and commit each)."""
+    await asyncio.to_thread(make_fleet, engine, 200)
+    inserts: list[str] = []
+    event.listen(
+        engine,
+        "before_cursor_execute",
+        lambda _c, _cur, statement, *_: (
+            statement.startswith("INSERT INTO channel") and inserts.append(statement)
+        ),
+    )
+    bus = MemoryBus()
+    await bus.start()
+    service = IngestService(engine, bus, Metrics(), batch_rows=5000, flush_ms=50)
+    await service.start()
+    try:
+        for m in range(200):
+            await bus.publish(readings_subject(TENANT), read(m).to_bytes())
+        await bus.drain(timeout_s=20)
+    finally:
+        await service.stop()
+        await bus.close()
+    assert (service.totals.messages, service.totals.inserted, service.totals.rejected) == (200, 1600, 0)
+    assert channel_count(engine) == 1600
+    assert count_readings(engine, "register") == 1600
+    assert 1 <= len(inserts) <= 20, len(inserts)
+
+
+async def test_small_messages_are_flushed_without_waiting_out_the_interval(engine: Engine) -> None:
+    """Once half the messages the bus may hand over at once are waiting, they are written: otherwise
+    small messages would stall the bus until ``flush_ms`` (a minute here) has passed."""
+    await asyncio.to_thread(make_fleet, engine, 4)
+    bus = MemoryBus()
+    await bus.start()
+    service = IngestService(engine, bus, Metrics(), batch_rows=10**6, flush_ms=60_000, max_in_flight=8)
+    await service.start()
+    try:
+        for m in range(4):
+            await bus.publish(readings_subject(TENANT), read(m).to_bytes())
+        await asyncio.wait_for(_stored(engine, 32), timeout=20)
+        await bus.drain(timeout_s=10)
+        assert bus.stats().acked == 4
+    finally:
+        await service.stop()
+        await bus.close()
+
+
+async def _stored(engine: Engine, rows: int) -> None:
+    while await asyncio.to_thread(count_readings, engine, "register") < rows:
+        await asyncio.sleep(0.05)
+
+
+async def test_a_meter_known_to_be_unknown_is_kept_every_time(
+    engine: Engine, ingest: tuple[IngestService, MemoryBus]
+) -> None:
+    """The second message of an unknown meter is answered from the cache, and still kept, not lost."""
+    service, bus = ingest
+    stranger = _batch([5.0], meter="X-999999")
+    await _send(bus, stranger)
+    await _send(bus, stranger)
+    assert service.totals.rejected == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.rejected_message)).scalar_one() == 2

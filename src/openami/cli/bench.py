@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from openami.cli.base import (
+    CliError,
     _progress,
     _run,
     _settings,
@@ -34,6 +35,13 @@ def bench_ingest(
     through: Annotated[
         BenchPath, typer.Option(help="store: the reading writer; service: bus + ingest service + writer.")
     ] = BenchPath.store,
+    new_channels: Annotated[
+        bool,
+        typer.Option(
+            "--new-channels",
+            help="service only: a first day, one message per meter with ROWS/CHANNELS new register channels.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object only.")] = False,
 ) -> None:
     """Write N synthetic interval readings through the real ingest path and report the rate."""
@@ -47,8 +55,15 @@ def bench_ingest(
         def bench(progress: Callable[[int, int], None] | None) -> dict[str, Any]:
             if through is BenchPath.service:
                 return run_service_bench(
-                    url, rows, meters=channels, message_rows=min(batch_rows, 50_000), progress=progress
+                    url,
+                    rows,
+                    meters=channels,
+                    message_rows=min(batch_rows, 50_000),
+                    new_channels=new_channels,
+                    progress=progress,
                 )
+            if new_channels:
+                raise CliError("--new-channels needs --through service", 2)
             return run_ingest_bench(url, rows, channels=channels, batch_rows=batch_rows, progress=progress)
 
         if as_json:

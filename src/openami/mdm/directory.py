@@ -1,9 +1,16 @@
 """Turning driver names (tenant slug, meter serial, channel code) into store ids, fast.
 
-Drivers do not know database ids. The directory resolves a whole :class:`ReadingBatch` with a handful
-of set-based queries and caches what it learnt: tenant and channel ids never change once assigned, so
-they are cached for the life of the process. Unknown meters are cached only briefly (``UNKNOWN_TTL_S``)
-so a meter commissioned while data is flowing is picked up within a minute.
+Drivers do not know database ids. The directory resolves batches in two steps. :meth:`Directory.cached`
+answers a batch from memory alone, with no query, or says it cannot; that is every message once the
+fleet is known. :meth:`Directory.resolve_many` resolves any number of batches together, with a handful of
+set-based statements for all of them (meters, channels, the creation of new channels), which is what a
+first day needs: every one of thousands of small messages brings channels never seen. The ingest service
+gathers the messages that missed the cache and resolves them once per flush rather than once each, so
+the store sees a few statements per flush instead of five and a commit per message.
+
+Tenant and channel ids never change once assigned, so they are cached for the life of the process.
+Unknown meters are cached only briefly (``UNKNOWN_TTL_S``) so a meter commissioned while data is flowing
+is picked up within a minute.
 
 A channel is created on first sight for a known meter, with the code, kind, unit and interval the driver
 reported. A reading whose kind contradicts its existing channel (register data on an interval channel)
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -23,7 +31,7 @@ from openami.bus.messages import ReadingBatch, Series
 from openami.store.readings import NewReading
 from openami.store.repositories import NewEvent, record_events
 from openami.store.repositories import ingest as lookups
-from openami.store.repositories.ingest import ChannelInfo, ChannelKey
+from openami.store.repositories.ingest import ChannelInfo, ChannelKey, Rejected
 
 UNKNOWN_TTL_S = 60.0
 
@@ -43,8 +51,40 @@ class Resolved:
     unknown: list[Series] = field(default_factory=list)
 
 
+def _place(
+    batch: ReadingBatch, tenant_id: int, meters: Mapping[str, int], channels: Mapping[ChannelKey, ChannelInfo]
+) -> Resolved:
+    """The batch's rows with channel ids, its events with meter ids, and what cannot be placed: series of
+    unknown meters, and series whose kind contradicts their channel's (kept apart, never mixed in)."""
+    resolved = Resolved()
+    source = batch.source
+    for series in batch.series:
+        meter_id = meters.get(series.meter)
+        info = channels.get(ChannelKey(meter_id, series.channel)) if meter_id is not None else None
+        if info is None or info.kind != series.kind:
+            resolved.unknown.append(series)
+            continue
+        channel_id = info.id
+        resolved.rows[info.kind].extend(
+            [NewReading(channel_id, ts, value, quality, source) for ts, value, quality in series.points]
+        )
+    for event in batch.events:
+        meter_id = meters.get(event.meter)
+        if meter_id is not None:
+            new = NewEvent(
+                ts=event.ts,
+                code=event.code,
+                severity=event.severity,
+                source=source,
+                detail=dict(event.detail),
+                meter_id=meter_id,
+            )
+            resolved.events.append(EventRow(tenant_id, new))
+    return resolved
+
+
 class _OnDemand:
-    """A transaction opened only when a look-up misses the caches (most batches need no query at all)."""
+    """A transaction opened only when a look-up misses the caches."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -77,48 +117,75 @@ class Directory:
 
     def resolve(self, batch: ReadingBatch) -> Resolved:
         """Map a batch to rows with channel ids; series that cannot be placed go to ``unknown``."""
-        resolved = Resolved()
-        with _OnDemand(self._engine) as conn:
-            tenant_id = self._tenant_id(conn, batch.tenant)
-            if tenant_id is None:
-                resolved.unknown.extend(batch.series)
-                return resolved
-            serials = {s.meter for s in batch.series} | {e.meter for e in batch.events}
-            meters = self._meter_ids(conn, tenant_id, serials)
-            channels = self._channel_ids(conn, tenant_id, meters, batch.series)
-        source = batch.source
+        resolved = self.cached(batch)
+        return self.resolve_many([batch])[0] if resolved is None else resolved
+
+    def cached(self, batch: ReadingBatch) -> Resolved | None:
+        """``batch`` resolved from the caches alone, or None when that needs the store (never queries).
+
+        Meters still inside their unknown period count as known-unknown here, as they do in
+        :meth:`resolve_many`.
+        """
+        tenant_id = self._tenants.get(batch.tenant)
+        if tenant_id is None:
+            return None
+        now = time.monotonic()
+        meters: dict[str, int] = {}
+        for serial in {s.meter for s in batch.series} | {e.meter for e in batch.events}:
+            meter_id = self._meters.get((tenant_id, serial))
+            if meter_id is not None:
+                meters[serial] = meter_id
+            elif self._unknown_meters.get((tenant_id, serial), 0.0) < now:
+                return None
         for series in batch.series:
             meter_id = meters.get(series.meter)
-            info = channels.get(ChannelKey(meter_id, series.channel)) if meter_id is not None else None
-            if info is None or info.kind != series.kind:
-                resolved.unknown.append(series)
-                continue
-            channel_id = info.id
-            resolved.rows[info.kind].extend(
-                [NewReading(channel_id, ts, value, quality, source) for ts, value, quality in series.points]
-            )
-        for event in batch.events:
-            meter_id = meters.get(event.meter)
-            if meter_id is not None:
-                new = NewEvent(
-                    ts=event.ts,
-                    code=event.code,
-                    severity=event.severity,
-                    source=source,
-                    detail=dict(event.detail),
-                    meter_id=meter_id,
-                )
-                resolved.events.append(EventRow(tenant_id, new))
-        return resolved
-
-    def _tenant_id(self, conn: _OnDemand, slug: str) -> int | None:
-        if slug not in self._tenants:
-            found = lookups.tenant_ids(conn(), [slug])
-            if slug not in found:
+            if meter_id is not None and ChannelKey(meter_id, series.channel) not in self._channels:
                 return None
-            with self._lock:
-                self._tenants[slug] = found[slug]
-        return self._tenants[slug]
+        return _place(batch, tenant_id, meters, self._channels)
+
+    def resolve_many(self, batches: Sequence[ReadingBatch]) -> list[Resolved]:
+        """Resolve ``batches`` together, one :class:`Resolved` each, in order; creates new channels.
+
+        One transaction for all of them, and per tenant at most one meter query, one channel query,
+        one channel insert and, only if a concurrent worker created some of the same channels first, one
+        more channel query (each chunked for very large flushes). A channel's kind, unit and interval come
+        from the first series that names it.
+        """
+        by_tenant: dict[str, list[ReadingBatch]] = {}
+        for batch in batches:
+            by_tenant.setdefault(batch.tenant, []).append(batch)
+        tenants: dict[str, int | None] = {}
+        meters: dict[str, dict[str, int]] = {}
+        channels: dict[ChannelKey, ChannelInfo] = {}
+        with _OnDemand(self._engine) as conn:
+            self._tenant_ids(conn, by_tenant, tenants)
+            for slug, group in by_tenant.items():
+                tenant_id = tenants[slug]
+                if tenant_id is None:
+                    continue
+                serials = {s.meter for b in group for s in b.series} | {
+                    e.meter for b in group for e in b.events
+                }
+                meters[slug] = known = self._meter_ids(conn, tenant_id, serials)
+                channels.update(
+                    self._channel_ids(conn, tenant_id, known, [s for b in group for s in b.series])
+                )
+        result = []
+        for batch in batches:
+            tenant_id = tenants[batch.tenant]
+            if tenant_id is None:
+                result.append(Resolved(unknown=list(batch.series)))
+            else:
+                result.append(_place(batch, tenant_id, meters[batch.tenant], channels))
+        return result
+
+    def _tenant_ids(self, conn: _OnDemand, slugs: Iterable[str], out: dict[str, int | None]) -> None:
+        missing = [slug for slug in slugs if slug not in self._tenants]
+        found = lookups.tenant_ids(conn(), missing) if missing else {}
+        with self._lock:
+            self._tenants.update(found)
+        for slug in slugs:
+            out[slug] = self._tenants.get(slug)
 
     def _meter_ids(self, conn: _OnDemand, tenant_id: int, serials: set[str]) -> dict[str, int]:
         now = time.monotonic()
@@ -154,21 +221,25 @@ class Directory:
             found = lookups.channels(conn(), missing)
             new = [key for key in missing if key not in found]
             if new:
-                lookups.create_channels(
-                    conn(),
-                    [
-                        {
-                            "tenant_id": tenant_id,
-                            "meter_id": key.meter_id,
-                            "code": key.code,
-                            "kind": firsts[key].kind,
-                            "unit": firsts[key].unit,
-                            "interval_s": firsts[key].interval_s,
-                        }
-                        for key in new
-                    ],
+                found.update(
+                    lookups.create_channels(
+                        conn(),
+                        [
+                            {
+                                "tenant_id": tenant_id,
+                                "meter_id": key.meter_id,
+                                "code": key.code,
+                                "kind": firsts[key].kind,
+                                "unit": firsts[key].unit,
+                                "interval_s": firsts[key].interval_s,
+                            }
+                            for key in new
+                        ],
+                    )
                 )
-                found.update(lookups.channels(conn(), new))
+                raced = [key for key in new if key not in found]
+                if raced:  # created by a concurrent worker between our look-up and our insert
+                    found.update(lookups.channels(conn(), raced))
             with self._lock:
                 self._channels.update(found)
             result.update(found)
@@ -188,13 +259,9 @@ class Directory:
         self, tenant_slug: str | None, source: str, reason: str, payload: bytes, topic: str = ""
     ) -> None:
         """Keep what could not be stored, with the reason, for an operator to fix and replay."""
+        self.keep_rejected_many([Rejected(tenant_slug, source, reason, payload, topic)])
+
+    def keep_rejected_many(self, rejected: Sequence[Rejected]) -> None:
+        """Keep several rejected messages in one transaction (the unplaceable parts of one flush)."""
         with self._engine.begin() as conn:
-            lookups.insert_rejected(
-                conn,
-                tenant_slug=tenant_slug,
-                source=source,
-                reason=reason,
-                payload=payload,
-                topic=topic,
-                received_at=datetime.now(UTC),
-            )
+            lookups.insert_rejected_many(conn, rejected, received_at=datetime.now(UTC))

@@ -7,8 +7,17 @@ only after the write that holds its rows has committed. A crash before the commi
 the store's (channel, ts, version) identity turns the replay into a no-op, so nothing accepted is lost and
 nothing is counted twice.
 
+A message is decoded, and resolved from the directory's caches when it can be, as it arrives; a message
+that needs the store (a new meter or channel: every message of a head-end's first day) is resolved at the
+flush, together with every other such message of the flush, in one set-based pass that also creates the
+new channels (:meth:`~openami.mdm.directory.Directory.resolve_many`). A flush starts when ``batch_rows``
+rows are waiting, when half of the ``max_in_flight`` messages the bus hands over at once are waiting
+(small messages would otherwise wait out ``flush_ms`` with the bus stalled), or after ``flush_ms``.
+
 Readings for meters the tenant does not know are not dropped: they are kept in ``rejected_message`` with
-the reason, so an operator can commission the meter and replay them.
+the reason, so an operator can commission the meter and replay them. So are series whose kind
+contradicts their channel's. Both are written in the flush, after the readings, and the message is
+acknowledged once both have committed.
 """
 
 from __future__ import annotations
@@ -29,24 +38,44 @@ from openami.bus.messages import READINGS_SUBJECT, ReadingBatch, Series
 from openami.mdm.directory import Directory, EventRow, Resolved
 from openami.observability.metrics import Metrics
 from openami.store.readings import NewReading, ReadingWriter, WriteResult
+from openami.store.repositories.ingest import Rejected
 
 log = logging.getLogger(__name__)
 
 INGEST_DURABLE = "mdm-ingest"
 #: Deliveries before a message is given up; with the back-off below this rides out ~45 minutes of outage.
 INGEST_MAX_DELIVER = 100
+#: Messages the subscription works on at once; below NATS JetStream's default ``max_ack_pending`` (1000).
+MAX_IN_FLIGHT = 512
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One accepted message waiting for a flush: decoded, resolved if the caches could, and its waiter."""
+
+    batch: ReadingBatch
+    resolved: Resolved | None  # None: needs the store, resolved in the flush with the others
+    waiter: asyncio.Future[None]
 
 
 @dataclass
 class _Pending:
-    """Rows waiting for the next flush and the futures of the messages that brought them."""
+    """The messages waiting for the next flush."""
 
-    rows: dict[str, list[NewReading]] = field(default_factory=lambda: {"interval": [], "register": []})
-    events: list[EventRow] = field(default_factory=list)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    entries: list[_Entry] = field(default_factory=list)
+    rows: int = 0  # readings and events of the entries: what the flush will write
 
     def size(self) -> int:
-        return sum(len(r) for r in self.rows.values()) + len(self.events)
+        return self.rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Flushed:
+    """What one flush stored and kept."""
+
+    results: dict[str, WriteResult]
+    events: int
+    rejected: dict[str, int]  # points kept in rejected_message, per kind
 
 
 @dataclass
@@ -70,6 +99,7 @@ class IngestService:
         *,
         batch_rows: int = 5000,
         flush_ms: int = 200,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._engine = engine
         self._bus = bus
@@ -78,6 +108,8 @@ class IngestService:
         self.directory = Directory(engine)
         self._batch_rows = batch_rows
         self._flush_s = flush_ms / 1000
+        self._max_in_flight = max_in_flight
+        self._flush_messages = max(1, max_in_flight // 2)
         self._pending = _Pending()
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -92,7 +124,9 @@ class IngestService:
         self._subscription = await self._bus.subscribe(
             f"{READINGS_SUBJECT}.>",
             self._handle,
-            SubscribeOptions(durable=INGEST_DURABLE, max_in_flight=256, max_deliver=INGEST_MAX_DELIVER),
+            SubscribeOptions(
+                durable=INGEST_DURABLE, max_in_flight=self._max_in_flight, max_deliver=INGEST_MAX_DELIVER
+            ),
         )
 
     async def stop(self) -> None:
@@ -115,7 +149,7 @@ class IngestService:
 
     async def _handle(self, message: Message) -> None:
         try:
-            batch, resolved = await asyncio.to_thread(self._decode_and_resolve, message.data)
+            batch, resolved = await asyncio.to_thread(self._decode, message.data)
         except ValidationError as exc:
             # A message that can never decode must not be redelivered forever: keep it and ack.
             self._metrics.readings.labels(kind="unknown", outcome="rejected").inc()
@@ -124,41 +158,27 @@ class IngestService:
             )
             return
         self.totals.messages += 1
-        if resolved.unknown:
-            self.totals.rejected += sum(len(s.points) for s in resolved.unknown)
-            await asyncio.to_thread(self._keep_unknown, batch, resolved.unknown)
-        if not (resolved.rows["interval"] or resolved.rows["register"] or resolved.events):
+        if not (batch.series or batch.events):
             return
         try:
-            await self._enqueue(resolved.rows, resolved.events)
+            await self._enqueue(batch, resolved)
         except Exception:
             # The store is failing (down, full, locked): back off and let the bus redeliver.
             await message.nak(delay_s=min(30.0, 0.5 * 2**message.delivery))
 
-    def _decode_and_resolve(self, data: bytes) -> tuple[ReadingBatch, Resolved]:
-        """Decode and resolve in a worker thread: both cost CPU the event loop should not spend."""
+    def _decode(self, data: bytes) -> tuple[ReadingBatch, Resolved | None]:
+        """Decode, and resolve from the caches, in a worker thread: both cost CPU the event loop should
+        not spend. Never queries the store; what the caches cannot answer waits for the flush."""
         batch = ReadingBatch.from_bytes(data)
-        return batch, self.directory.resolve(batch)
+        return batch, self.directory.cached(batch)
 
-    def _keep_unknown(self, batch: ReadingBatch, unknown: list[Series]) -> None:
-        """Series of meters the tenant does not know go to rejected_message, not to the bin."""
-        for kind in ("interval", "register"):
-            count = sum(len(s.points) for s in unknown if s.kind == kind)
-            if count:
-                self._metrics.readings.labels(kind=kind, outcome="rejected").inc(count)
-        meters = sorted({s.meter for s in unknown})
-        reason = f"unknown meters ({len(meters)}): " + ", ".join(meters[:20])
-        payload = json.dumps([s.model_dump(mode="json") for s in unknown]).encode()
-        self.directory.keep_rejected(batch.tenant, batch.source, reason, payload)
-
-    def _enqueue(self, rows: dict[str, list[NewReading]], events: list[EventRow]) -> asyncio.Future[None]:
-        """Add a message's rows to the next flush; the returned future settles when they are committed."""
-        for kind, kind_rows in rows.items():
-            self._pending.rows[kind].extend(kind_rows)
-        self._pending.events.extend(events)
+    def _enqueue(self, batch: ReadingBatch, resolved: Resolved | None) -> asyncio.Future[None]:
+        """Add a message to the next flush; the returned future settles when its rows are committed."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.waiters.append(waiter)
-        if self._stopping or self._pending.size() >= self._batch_rows:
+        pending = self._pending
+        pending.entries.append(_Entry(batch, resolved, waiter))
+        pending.rows += batch.reading_count + len(batch.events)
+        if self._stopping or pending.rows >= self._batch_rows or len(pending.entries) >= self._flush_messages:
             self._wake.set()
         return waiter
 
@@ -177,41 +197,76 @@ class IngestService:
 
     async def _flush(self) -> None:
         pending, self._pending = self._pending, _Pending()
-        if not pending.waiters:
+        if not pending.entries:
             return
         started = time.perf_counter()
         try:
-            results, events = await asyncio.to_thread(self._write, pending)
+            flushed = await asyncio.to_thread(self._write, pending.entries)
         except Exception as exc:
-            log.exception("ingest flush failed; %d messages will be redelivered", len(pending.waiters))
+            log.exception("ingest flush failed; %d messages will be redelivered", len(pending.entries))
             self._metrics.jobs.labels(kind="ingest_flush", outcome="error").inc()
-            for waiter in pending.waiters:
-                if not waiter.done():
-                    waiter.set_exception(exc)
+            for entry in pending.entries:
+                if not entry.waiter.done():
+                    entry.waiter.set_exception(exc)
             return
         self._metrics.write_seconds.observe(time.perf_counter() - started)
         self._metrics.jobs.labels(kind="ingest_flush", outcome="ok").inc()
-        for kind, result in results.items():
+        for kind, result in flushed.results.items():
             self._count(kind, result)
-        self.totals.events += events
-        self._metrics.events.inc(events)
-        for waiter in pending.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        for kind, count in flushed.rejected.items():
+            self.totals.rejected += count
+            self._metrics.readings.labels(kind=kind, outcome="rejected").inc(count)
+        self.totals.events += flushed.events
+        self._metrics.events.inc(flushed.events)
+        for entry in pending.entries:
+            if not entry.waiter.done():
+                entry.waiter.set_result(None)
 
-    def _write(self, pending: _Pending) -> tuple[dict[str, WriteResult], int]:
-        """Write one flush (blocking, in a worker thread): readings per kind, then events."""
+    def _write(self, entries: list[_Entry]) -> _Flushed:
+        """Write one flush (blocking, in a worker thread).
+
+        First the messages the caches could not answer are resolved together (creating their new
+        channels), then the readings are written per kind, then the events, then what could not be
+        placed is kept. Rejections go last so that a failed flush, which the bus redelivers, has not
+        kept them already: a redelivered message is kept once more only if its acknowledgement is lost.
+        """
+        deferred = [entry.batch for entry in entries if entry.resolved is None]
+        late = iter(self.directory.resolve_many(deferred) if deferred else [])
+        rows: dict[str, list[NewReading]] = {"interval": [], "register": []}
+        events: list[EventRow] = []
+        rejected: list[Rejected] = []
+        rejected_points: dict[str, int] = {}
+        for entry in entries:
+            resolved = next(late) if entry.resolved is None else entry.resolved
+            for kind, kind_rows in resolved.rows.items():
+                rows[kind].extend(kind_rows)
+            events.extend(resolved.events)
+            if resolved.unknown:
+                rejected.append(_rejection(entry.batch, resolved.unknown))
+                for series in resolved.unknown:
+                    rejected_points[series.kind] = rejected_points.get(series.kind, 0) + len(series.points)
         now = datetime.now(UTC)
         results = {
-            kind: self._writer.write(kind, rows, received_at=now)  # type: ignore[arg-type]
-            for kind, rows in pending.rows.items()
-            if rows
+            kind: self._writer.write(kind, kind_rows, received_at=now)  # type: ignore[arg-type]
+            for kind, kind_rows in rows.items()
+            if kind_rows
         }
-        events = self.directory.record_events(pending.events, received_at=now) if pending.events else 0
-        return results, events
+        stored_events = self.directory.record_events(events, received_at=now) if events else 0
+        if rejected:
+            self.directory.keep_rejected_many(rejected)
+        return _Flushed(results, stored_events, rejected_points)
 
     def _count(self, kind: str, result: WriteResult) -> None:
         for outcome in ("inserted", "revised", "unchanged"):
             value = getattr(result, outcome)
             setattr(self.totals, outcome, getattr(self.totals, outcome) + value)
             self._metrics.readings.labels(kind=kind, outcome=outcome).inc(value)
+
+
+def _rejection(batch: ReadingBatch, unknown: list[Series]) -> Rejected:
+    """The series of a message that cannot be stored (unknown meter, or a kind contradicting the
+    channel's), as one rejected message an operator can fix and replay."""
+    meters = sorted({s.meter for s in unknown})
+    reason = f"unknown meters ({len(meters)}): " + ", ".join(meters[:20])
+    payload = json.dumps([s.model_dump(mode="json") for s in unknown]).encode()
+    return Rejected(batch.tenant, batch.source, reason, payload)
