@@ -30,7 +30,7 @@ from openami.security.audit import AuditLog, verify_chain
 from openami.simulator.dlms_server import DlmsSimulator
 from openami.store import repositories as repo
 from openami.store.schema import audit_log, comm_device, command, firmware_campaign, gateway_command, job
-from tests.edge.support import KEY, PREFIX, write_config
+from tests.edge.support import KEY, PREFIX, dlms_tcp_meters, write_config
 from tests.hes.command_support import Clock, Rig, count_calls, make_rig, simulator
 from tests.hes.support import platform_settings, until
 
@@ -119,18 +119,7 @@ async def site(platform: Platform, simulator: DlmsSimulator, clock: Clock, tmp_p
     platform.vault.store_gateway_key(rig.tenant_id, gateway_id, KEY)
     platform.gateway_link.commands.poll_s = 0.05
     platform.gateway_link.commands.health_resend_s = 0.0
-    meters = [
-        {
-            "serial": sim.serial,
-            "protocol": "dlms",
-            "address": f"tcp://127.0.0.1:{port}",
-            "keys": {
-                "encryption": sim.keys.encryption_key.hex(),
-                "authentication": sim.keys.authentication_key.hex(),
-            },
-        }
-        for sim, port in list(zip(simulator.meters, simulator.ports, strict=True))[:LISTED]
-    ]
+    meters = dlms_tcp_meters(simulator.meters[:LISTED], simulator.ports[:LISTED])
     directory = tmp_path / "gateway"
     directory.mkdir()
     path = write_config(

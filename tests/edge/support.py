@@ -334,3 +334,20 @@ def write_config(
     path = directory / "gateway.toml"
     path.write_text(text)
     return path
+
+
+def dlms_tcp_meters(meters: list[Any], ports: list[int]) -> list[dict[str, Any]]:
+    """The agent's meter list for simulated DLMS meters over TCP (``sim.serial``, ``sim.keys``) with HLS
+    keys, one per port."""
+    return [
+        {
+            "serial": sim.serial,
+            "protocol": "dlms",
+            "address": f"tcp://127.0.0.1:{port}",
+            "keys": {
+                "encryption": sim.keys.encryption_key.hex(),
+                "authentication": sim.keys.authentication_key.hex(),
+            },
+        }
+        for sim, port in zip(meters, ports, strict=True)
+    ]

@@ -22,7 +22,7 @@ from openami.protocols.dlms.xdlms import CosemAttribute
 from openami.protocols.edge import Kind
 from openami.simulator.dlms_server import DlmsSimulator, build_meters
 from openami.transports.mqtt_broker import EmbeddedBroker
-from tests.edge.support import HeadEndPeer, eventually, write_config
+from tests.edge.support import HeadEndPeer, dlms_tcp_meters, eventually, write_config
 from tests.edge.test_gateway_link import running
 from tests.hes.command_support import count_calls
 
@@ -45,18 +45,7 @@ async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
         EmbeddedBroker("127.0.0.1", 0) as broker,
         DlmsSimulator("127.0.0.1", build_meters(2, seed=11), 0) as simulator,
     ):
-        meters = [
-            {
-                "serial": sim.serial,
-                "protocol": "dlms",
-                "address": f"tcp://127.0.0.1:{port}",
-                "keys": {
-                    "encryption": sim.keys.encryption_key.hex(),
-                    "authentication": sim.keys.authentication_key.hex(),
-                },
-            }
-            for sim, port in zip(simulator.meters, simulator.ports, strict=True)
-        ]
+        meters = dlms_tcp_meters(simulator.meters, simulator.ports)
         config = write_config(
             tmp_path,
             gateway=GATEWAY,
