@@ -50,6 +50,8 @@ def bench_ingest(
         from openami.bench.ingest import run_ingest_bench
         from openami.bench.ingest_service import run_service_bench
 
+        if new_channels and through is not BenchPath.service:
+            raise CliError("--new-channels needs --through service", 2)
         url = database_url or _settings().effective_database_url
 
         def bench(progress: Callable[[int, int], None] | None) -> dict[str, Any]:
@@ -62,8 +64,6 @@ def bench_ingest(
                     new_channels=new_channels,
                     progress=progress,
                 )
-            if new_channels:
-                raise CliError("--new-channels needs --through service", 2)
             return run_ingest_bench(url, rows, channels=channels, batch_rows=batch_rows, progress=progress)
 
         if as_json:
