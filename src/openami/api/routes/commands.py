@@ -37,7 +37,7 @@ from openami.api.crud import AUTH_RESPONSES, NOT_FOUND, ItemId
 from openami.api.deps import Context, require
 from openami.api.problems import Problem
 from openami.hes import command_jobs, safety
-from openami.hes.commands import CommandService, command_record, meter_commands
+from openami.hes.commands import CommandKind, CommandService, command_record, meter_commands
 from openami.security.service import Principal
 from openami.store.repositories import meters
 
@@ -46,16 +46,6 @@ Sender = Annotated[Principal, Depends(require("commands:write"))]
 Reader = Annotated[Principal, Depends(require("commands:read"))]
 
 
-Kind = Literal[
-    "disconnect",
-    "connect",
-    "reconnect",
-    "time_sync",
-    "load_limit",
-    "push_setup",
-    "tariff_calendar",
-    "key_rotation",
-]
 PARAMS_DOC = (
     "The command's parameters: none for relay and clock commands; load_limit "
     '{"threshold": W, "normal": W}; push_setup {"destination": "host:port", "transport": "tcp"|"udp", '
@@ -72,7 +62,7 @@ MeterIds = Annotated[
 
 class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Kind
+    kind: CommandKind
     force_calendar: bool = Field(False, description="Disconnect inside a no-disconnect period (audited).")
     params: Params
 
@@ -164,7 +154,7 @@ class SubmissionOut(BaseModel):
 
 class CommandJobsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Kind
+    kind: CommandKind
     meter_ids: MeterIds
     force_calendar: bool = False
     params: Params
@@ -200,7 +190,7 @@ def submit_command_jobs(context: Context, principal: Sender, body: CommandJobsIn
 
 class CommandRequestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Kind
+    kind: CommandKind
     meter_ids: MeterIds
     reason: str = Field("", max_length=1000)
     force_calendar: bool = False
