@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, select, update
 
 from openami.app import Platform
-from openami.hes import job_store
-from openami.hes.command_jobs import CommandExecutor
+from openami.hes import command_jobs, job_store
+from openami.hes.command_jobs import CommandExecutor, Submission
 from openami.hes.commands import CommandService
 from openami.hes.job_store import Job
 from openami.hes.job_worker import JobWorker, WorkerOptions
@@ -51,6 +51,19 @@ class Rig:
     @property
     def engine(self) -> Engine:
         return self.platform.engine
+
+    def submit(self, kind: str, meter_ids: list[int], params: dict[str, Any] | None = None) -> Submission:
+        """``kind`` queued by the operator (olga) now, as the API would."""
+        return command_jobs.submit(
+            self.engine,
+            self.tenant_id,
+            kind,
+            meter_ids,
+            actor="user:2:olga",
+            user_id=self.operator,
+            now=self.clock.now,
+            params=params,
+        )
 
     def ids(self) -> list[int]:
         return [self.meters[sim.serial] for sim in self.simulator.meters]

@@ -136,15 +136,8 @@ async def test_a_load_limit_is_set_read_back_and_then_verified_not_sent_again(ri
     assert (_value(sim, LIMITER_CLASS, 3), _value(sim, LIMITER_CLASS, 4)) == (6000, 9000)
 
     sets = count_calls(sim, "set")
-    [queued] = command_jobs.submit(
-        rig.engine,
-        rig.tenant_id,
-        "load_limit",
-        [rig.meters[sim.serial]],
-        actor="user:2:olga",
-        user_id=rig.operator,
-        now=rig.clock.now,
-        params={"threshold": 6000.0, "normal": 9000},
+    [queued] = rig.submit(
+        "load_limit", [rig.meters[sim.serial]], {"threshold": 6000.0, "normal": 9000}
     ).queued
     again = await service.execute(rig.tenant_id, queued.command_id, actor="job:1", verify=True)
     assert again.state == "succeeded"
@@ -154,15 +147,8 @@ async def test_a_load_limit_is_set_read_back_and_then_verified_not_sent_again(ri
 
 async def test_a_push_destination_runs_as_a_job(rig: Rig) -> None:
     sim = rig.simulator.meters[1]
-    submission = command_jobs.submit(
-        rig.engine,
-        rig.tenant_id,
-        "push_setup",
-        [rig.meters[sim.serial]],
-        actor="user:2:olga",
-        user_id=rig.operator,
-        now=rig.clock.now,
-        params={"destination": "hes.example.net:4059", "transport": "udp"},
+    submission = rig.submit(
+        "push_setup", [rig.meters[sim.serial]], {"destination": "hes.example.net:4059", "transport": "udp"}
     )
     [job] = await rig.drain()
     assert job.id == submission.queued[0].job_id
@@ -323,16 +309,7 @@ async def test_a_pending_key_the_meter_never_took_is_sent_again_over_the_old_key
 
     sim.action = action  # type: ignore[method-assign]
     service = _service(rig)
-    [queued] = command_jobs.submit(
-        rig.engine,
-        rig.tenant_id,
-        "key_rotation",
-        [rig.meters[sim.serial]],
-        actor="user:2:olga",
-        user_id=rig.operator,
-        now=rig.clock.now,
-        params={"key": "encryption"},
-    ).queued
+    [queued] = rig.submit("key_rotation", [rig.meters[sim.serial]], {"key": "encryption"}).queued
     jobs = await rig.drain()
     assert [j.attempt for j in jobs] == [1, 2]
     record = service.get(rig.tenant_id, queued.command_id)
